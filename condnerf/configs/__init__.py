@@ -1,0 +1,1 @@
+"""Canonical configs (`base.get_config`) and the helpers that parse config args."""

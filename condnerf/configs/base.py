@@ -1,0 +1,150 @@
+"""The canonical config: every experiment is a small diff of `get_config`.
+
+Sections: data, model, codes, optim, train, eval, render, seed, model_name.
+Arguments (after `:` in `--config=FILE:ARGS`):
+  runlocal   shrink everything to a seconds-long run (tests use it).
+  fast       the hash-grid + proposal-sampler model family.
+"""
+
+import ml_collections
+
+from condnerf.configs import common
+
+FIELD_DEFAULTS = dict(
+    encoding='posenc',  # 'posenc' or 'hashgrid'.
+    min_deg=0,
+    max_deg=10,
+    hash_levels=16,
+    hash_log2_table_size=19,
+    hash_features=2,
+    hash_base_resolution=16,
+    hash_max_resolution=2048,
+    scene_bound=0.0,  # 0 = take the dataset's scene bound.
+    use_contraction=False,
+    width=256,
+    depth=8,
+    skip=4,
+    feature_dim=256,
+    density_activation='softplus',
+    density_bias=-1.0,
+)
+
+
+def get_config(arg=None):
+  """Returns the base ConfigDict (vanilla coarse/fine NeRF, concat codes)."""
+  arg = common.parse_arg(arg, runlocal=False, fast=False)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model_name = 'conditional_nerf'
+
+  config.data = ml_collections.ConfigDict(dict(
+      name='blender',  # key of condnerf.data.scenes.DATASETS.
+      path='',  # dataset folder.
+      appearance='auto',  # 'auto', 'ids', 'per_frame' or 'shared'.
+      num_codes=0,  # rows of the code table; 0 = infer from the data.
+      factor=1,  # downsampling (LLFF: the images_<factor> folder).
+      background=(1.0, 1.0, 1.0),
+      holdout=8,  # LLFF/nerfstudio: every holdout-th image is a test view.
+      max_frames=0,  # keep the first N frames of each split (0 = all).
+  ))
+
+  config.model = ml_collections.ConfigDict(dict(
+      num_samples=(64, 128),  # intervals per level, coarse first.
+      sampler='hierarchical',  # 'hierarchical' or 'proposal'.
+      lindisp=False,
+      resample_padding=0.01,
+      dtype='float32',  # compute dtype: 'float32' or 'bfloat16'.
+      field=dict(FIELD_DEFAULTS),
+      proposal_field=dict(FIELD_DEFAULTS, encoding='hashgrid', width=16,
+                          depth=1, skip=-1, feature_dim=0, hash_levels=5,
+                          hash_log2_table_size=17, hash_features=1,
+                          hash_max_resolution=128),
+      head=dict(
+          conditioning='concat',  # 'concat', 'film' or 'none'.
+          width=128,
+          depth=1,
+          dir_deg=4,
+      ),
+  ))
+
+  config.codes = ml_collections.ConfigDict(dict(
+      dim=32,  # code_dim.
+      init_scale=0.01,  # std of the initial entries.
+      prior_weight=0.0,  # L2 prior on the codes of each batch.
+  ))
+
+  config.optim = ml_collections.ConfigDict(dict(
+      lr_init=5e-4,
+      lr_final=5e-5,
+      warmup_steps=100,
+      clip_grad_norm=0.0,  # 0 = no clipping.
+      b1=0.9,
+      b2=0.999,
+      eps=1e-8,
+      codes_lr_init=5e-3,
+      codes_lr_final=5e-4,
+  ))
+
+  config.train = ml_collections.ConfigDict(dict(
+      steps=20000,
+      minutes=0.0,  # wall-clock budget; stops early when reached (0 = none).
+      batch_size=1024,  # rays per step, over all devices of all processes.
+      coarse_loss_weight=0.1,  # hierarchical: weight of non-final levels.
+      interlevel_loss_weight=1.0,  # proposal: weight of the interlevel loss.
+      randomized=True,  # jitter samples during training.
+      log_every=100,
+      checkpoint_every=2000,
+      keep_checkpoints=3,
+      val_every=2000,  # render one validation view every N steps (0 = off).
+  ))
+
+  config.eval = ml_collections.ConfigDict(dict(
+      split='test',
+      chunk=4096,  # rays per rendering call.
+      max_images=0,  # evaluate the first N images (0 = all).
+      save_images=True,
+  ))
+
+  config.render = ml_collections.ConfigDict(dict(
+      num_frames=40,
+      radius=4.0,
+      elevation=30.0,
+      code=-1,  # row of the code table; -1 = mean code.
+      fps=20,
+  ))
+
+  if arg.fast:
+    apply_fast(config)
+  if arg.runlocal:
+    apply_runlocal(config)
+  return config
+
+
+def apply_fast(config):
+  """Hash grid + proposal sampling: far fewer FLOPs per ray."""
+  config.model.sampler = 'proposal'
+  config.model.num_samples = (64, 32)
+  config.model.field.update(
+      encoding='hashgrid', width=64, depth=1, skip=-1, feature_dim=15,
+      density_activation='exp', density_bias=0.0, hash_log2_table_size=17)
+  config.model.head.update(width=64, depth=2)
+  config.optim.update(lr_init=1e-2, lr_final=1e-3, warmup_steps=50, eps=1e-15,
+                      codes_lr_init=1e-2, codes_lr_final=1e-3)
+  config.train.batch_size = 4096
+
+
+def apply_runlocal(config):
+  """Seconds-long run: tiny model, few samples, a handful of steps."""
+  config.data.max_frames = 4
+  config.model.num_samples = (8, 8)
+  config.model.field.update(width=32, depth=2, skip=-1, feature_dim=16,
+                            hash_levels=4, hash_log2_table_size=10,
+                            hash_max_resolution=64)
+  config.model.proposal_field.update(hash_levels=2, hash_log2_table_size=8,
+                                     hash_max_resolution=32, width=8)
+  config.model.head.update(width=16, depth=1, dir_deg=2)
+  config.codes.dim = 8
+  config.train.update(steps=4, batch_size=64, log_every=2,
+                      checkpoint_every=2, val_every=2)
+  config.eval.update(chunk=1024, max_images=2)
+  config.render.num_frames = 2

@@ -1,0 +1,99 @@
+"""Entry points that use a trained run: load it, evaluate it, render paths.
+
+Owns `load_trained(config, workdir)` — the one way train, eval, edit and
+notebooks get an `Experiment` plus its latest good state — and the `eval`
+and `render` modes of the runner.
+"""
+
+import os
+
+import jax
+import numpy as np
+import tqdm
+
+from condnerf import cameras
+from condnerf import checkpointing
+from condnerf import images
+from condnerf import train_lib
+from condnerf.data import sampler as sampler_lib
+from condnerf.evaluators import image_metrics
+
+
+class NoCheckpointError(FileNotFoundError):
+  """The workdir has no checkpoint to evaluate or edit."""
+
+
+def load_trained(config, workdir, experiment=None):
+  """Builds the experiment of `config` and restores its latest checkpoint.
+
+  Args:
+    config: the ConfigDict the run was trained with.
+    workdir: the run's folder.
+    experiment: a prebuilt `train_lib.Experiment` (optional).
+  Returns:
+    (experiment, state).
+  Raises:
+    NoCheckpointError: nothing to restore.
+    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
+  """
+  exp = train_lib.build_experiment(config) if experiment is None else experiment
+  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  ckpt = checkpointing.Checkpointer(ckpt_dir)
+  try:
+    restored, _ = ckpt.restore(exp.abstract_state().as_dict())
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise NoCheckpointError(
+        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
+        'same --workdir.')
+  return exp, train_lib.TrainState(**restored)
+
+
+def evaluate(config, workdir):
+  """`--mode=eval`: metrics and PNGs of the eval split in `workdir/eval`."""
+  exp, state = load_trained(config, workdir)
+  evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
+                                      max_images=config.eval.max_images,
+                                      save_images=config.eval.save_images)
+  return evaluator.run(state, os.path.join(workdir, 'eval'))
+
+
+def path_poses(scene, num_frames, radius, elevation):
+  """f32[num_frames, 4, 4] orbit around the origin about the scene's up."""
+  return cameras.orbit_path(num_frames, radius, elevation,
+                            up=tuple(float(u) for u in scene.up))
+
+
+def render_path(config, workdir):
+  """`--mode=render`: an orbit with one code, as PNG frames and a GIF.
+
+  Returns:
+    The path of the GIF.
+  """
+  exp, state = load_trained(config, workdir)
+  rc = config.render
+  frames = exp.scene.test if len(exp.scene.test) else exp.scene.train
+  height, width = frames.images[0].shape[:2]
+  intrinsics = frames.intrinsics[0]
+  out_dir = os.path.join(workdir, 'render')
+  is_main = jax.process_index() == 0
+  if is_main:
+    os.makedirs(out_dir, exist_ok=True)
+  if rc.code >= exp.scene.num_codes or rc.code < -1:
+    raise ValueError(f'render.code={rc.code} is outside the code table '
+                     f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
+  rendered = []
+  for i, pose in enumerate(tqdm.tqdm(
+      path_poses(exp.scene, rc.num_frames, rc.radius, rc.elevation),
+      desc='render', disable=not is_main)):
+    rays = sampler_lib.pose_rays(pose, intrinsics, height, width, frames.near,
+                                 frames.far, rc.code)
+    rgb = np.clip(exp.render(state, rays)['rgb'], 0.0, 1.0)
+    rendered.append(rgb)
+    if is_main:
+      images.save_png(os.path.join(out_dir, f'frame_{i:03d}.png'), rgb)
+  gif = os.path.join(out_dir, 'path.gif')
+  if is_main:
+    images.save_gif(gif, rendered, fps=rc.fps)
+  return gif

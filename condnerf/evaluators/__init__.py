@@ -1,0 +1,1 @@
+"""Evaluators: each module exposes `Evaluator(experiment, **cfg).run(...)`."""

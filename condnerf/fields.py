@@ -1,0 +1,178 @@
+"""Linen modules of the radiance field: encodings with parameters, MLPs, heads.
+
+This file and `models.py` are the only homes of `nn.Module`s, so a later
+move to NNX (via `nnx.bridge`) touches two files. Owns:
+  `MLP`            a ReLU multilayer perceptron with an optional skip.
+  `HashGrid`       learned multiresolution hash tables (lookup in `encoding`).
+  `GeometryField`  position -> (density, feature). It has **no code input**:
+                   appearance edits cannot change geometry.
+  `ColorHead`      (feature, encoded view direction, appearance code) -> rgb,
+                   conditioned by concatenation, FiLM or not at all.
+Shapes: `num_points` stands for any leading shape `...`.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from condnerf import encoding
+
+DENSITY_ACTIVATIONS = {
+    'softplus': jax.nn.softplus,
+    'relu': jax.nn.relu,
+    # Instant-NGP's exp, with the gradient clamped (trunc_exp) for stability.
+    'exp': lambda x: _trunc_exp(x),  # pylint: disable=unnecessary-lambda
+}
+
+
+@jax.custom_jvp
+def _trunc_exp(x):
+  return jnp.exp(x)
+
+
+@_trunc_exp.defjvp
+def _trunc_exp_jvp(primals, tangents):
+  (x,), (t,) = primals, tangents
+  return jnp.exp(x), t * jnp.exp(jnp.clip(x, -15.0, 15.0))
+
+
+class MLP(nn.Module):
+  """ReLU MLP; the input is concatenated back in after layer `skip`."""
+  width: int  # hidden units per layer.
+  depth: int  # hidden layers.
+  out_dim: int = 0  # width of a final linear layer; 0 = none.
+  skip: int = -1  # layer index after which the input is re-injected; -1 = no.
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
+
+  @nn.compact
+  def __call__(self, x):
+    """f32[..., d_in] -> f32[..., out_dim or width]."""
+    inputs = x
+    for i in range(self.depth):
+      x = jax.nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+      if i == self.skip and i < self.depth - 1:
+        x = jnp.concatenate([x, inputs.astype(x.dtype)], axis=-1)
+    if self.out_dim:
+      x = nn.Dense(self.out_dim, dtype=self.dtype)(x)
+    return x
+
+
+class HashGrid(nn.Module):
+  """Multiresolution hash encoding with learned tables (Instant-NGP)."""
+  num_levels: int = 16  # resolution levels.
+  log2_table_size: int = 19  # rows per level = 2**log2_table_size.
+  num_features: int = 2  # features per row.
+  base_resolution: int = 16  # cells per axis at the coarsest level.
+  max_resolution: int = 2048  # cells per axis at the finest level.
+
+  @nn.compact
+  def __call__(self, x):
+    """f32[..., 3] in [0, 1]^3 -> f32[..., num_levels * num_features]."""
+    tables = self.param(
+        'tables', nn.initializers.uniform(scale=2e-4),
+        (self.num_levels, 2**self.log2_table_size, self.num_features))
+    tables = tables - 1e-4  # uniform in [-1e-4, 1e-4] as in Instant-NGP.
+    resolutions = tuple(int(r) for r in encoding.hash_grid_resolutions(
+        self.num_levels, self.base_resolution, self.max_resolution))
+    return encoding.hash_grid_encode(x, tables, resolutions)
+
+
+class GeometryField(nn.Module):
+  """Position -> density and a feature vector. Never sees appearance codes."""
+  encoding: str = 'posenc'  # 'posenc' or 'hashgrid'.
+  min_deg: int = 0  # posenc: lowest frequency exponent.
+  max_deg: int = 10  # posenc: frequencies up to 2**(max_deg - 1).
+  hash_levels: int = 16  # hashgrid: see `HashGrid`.
+  hash_log2_table_size: int = 19  # hashgrid: log2 rows per level.
+  hash_features: int = 2  # hashgrid: features per row.
+  hash_base_resolution: int = 16  # hashgrid: coarsest cells per axis.
+  hash_max_resolution: int = 2048  # hashgrid: finest cells per axis.
+  scene_bound: float = 1.5  # half-width of the scene box, world units.
+  use_contraction: bool = False  # contract space beyond scene_bound.
+  width: int = 256  # trunk hidden units.
+  depth: int = 8  # trunk hidden layers.
+  skip: int = 4  # trunk skip-connection layer; -1 = none.
+  feature_dim: int = 256  # output feature width; 0 = density only.
+  density_activation: str = 'softplus'  # key of DENSITY_ACTIVATIONS.
+  density_bias: float = -1.0  # added before the activation (pre-activation).
+  dtype: Any = jnp.float32  # compute dtype of the trunk matmuls.
+
+  @nn.compact
+  def __call__(self, x):
+    """Evaluates the field.
+
+    Args:
+      x: f32[..., 3], world positions.
+    Returns:
+      density: f32[...], non-negative volume density (per world unit).
+      feature: f32[..., feature_dim], or None when feature_dim == 0.
+    """
+    if self.encoding == 'posenc':
+      h = encoding.posenc(x / self.scene_bound, self.min_deg, self.max_deg)
+    elif self.encoding == 'hashgrid':
+      u = encoding.normalize_positions(x, self.scene_bound,
+                                       self.use_contraction)
+      h = HashGrid(self.hash_levels, self.hash_log2_table_size,
+                   self.hash_features, self.hash_base_resolution,
+                   self.hash_max_resolution)(u)
+    else:
+      raise ValueError(f'Unknown encoding {self.encoding!r}; choose '
+                       "'posenc' or 'hashgrid'.")
+    h = MLP(self.width, self.depth, skip=self.skip, dtype=self.dtype)(
+        h.astype(self.dtype))
+    raw = nn.Dense(1, dtype=self.dtype)(h)[..., 0].astype(jnp.float32)
+    density = DENSITY_ACTIVATIONS[self.density_activation](
+        raw + self.density_bias)
+    feature = None
+    if self.feature_dim:
+      feature = nn.Dense(self.feature_dim, dtype=self.dtype)(h)
+    return density, feature
+
+
+class ColorHead(nn.Module):
+  """(feature, view direction, appearance code) -> rgb in [0, 1]."""
+  conditioning: str = 'concat'  # 'concat', 'film' or 'none' (ignore code).
+  width: int = 128  # hidden units.
+  depth: int = 1  # hidden layers.
+  dir_deg: int = 4  # frequencies of the view-direction encoding.
+  dtype: Any = jnp.float32  # compute dtype of the matmuls.
+
+  @nn.compact
+  def __call__(self, feature, directions, code):
+    """Colors of samples.
+
+    Args:
+      feature: f32[..., num_samples, feature_dim], geometry features.
+      directions: f32[..., 3], unit view directions of the rays.
+      code: f32[..., code_dim], one appearance code per ray.
+    Returns:
+      f32[..., num_samples, 3] colors in [0, 1].
+    """
+    num_samples = feature.shape[-2]
+    dir_enc = encoding.direction_encoding(directions, self.dir_deg)
+    expand = lambda v: jnp.broadcast_to(
+        v[..., None, :], v.shape[:-1] + (num_samples, v.shape[-1]))
+    h = jnp.concatenate([feature, expand(dir_enc).astype(feature.dtype)],
+                        axis=-1).astype(self.dtype)
+    code = code.astype(self.dtype)
+    if self.conditioning == 'concat':
+      h = jnp.concatenate([h, expand(code)], axis=-1)
+      h = MLP(self.width, self.depth, dtype=self.dtype)(h)
+    elif self.conditioning == 'film':
+      for _ in range(self.depth):
+        h = nn.Dense(self.width, dtype=self.dtype)(h)
+        scale_shift = nn.Dense(
+            2 * self.width, dtype=self.dtype,
+            kernel_init=nn.initializers.zeros)(code)
+        scale, shift = jnp.split(expand(scale_shift), 2, axis=-1)
+        h = jax.nn.relu(h * (1.0 + scale) + shift)
+    elif self.conditioning == 'none':
+      h = MLP(self.width, self.depth, dtype=self.dtype)(h)
+    else:
+      raise ValueError(f'Unknown conditioning {self.conditioning!r}; choose '
+                       "'concat', 'film' or 'none'.")
+    rgb = nn.Dense(3, dtype=self.dtype)(h).astype(jnp.float32)
+    return jax.nn.sigmoid(rgb)
+

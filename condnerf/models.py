@@ -1,0 +1,182 @@
+"""The conditional NeRF: sampling -> fields -> volume rendering.
+
+Owns `ConditionalNeRF`, the `MODELS` registry and `build_model(model_cfg)`,
+the only place where a model config section becomes module arguments.
+
+The model is split into two code paths so editing can cache geometry:
+  `geometry(rays, key)`  samples every level and evaluates density and
+                         features. It never receives an appearance code.
+  `shade(levels, rays, codes)`  runs only the color heads and compositing.
+`__call__` is `shade(geometry(...))`. A level is a dict with
+  tdist f32[num_rays, n + 1], density f32[num_rays, n],
+  weights f32[num_rays, n], feature f32[num_rays, n, f] or None.
+Sampling modes:
+  'hierarchical'  coarse/fine NeRF: every level has its own field and head and
+                  is supervised by the photometric loss.
+  'proposal'      mip-NeRF 360: the leading levels are small density-only
+                  proposal fields trained by the interlevel loss; only the
+                  last level has a color head.
+"""
+
+from typing import Any, Sequence
+
+import chex
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from condnerf import fields
+from condnerf import rendering
+from condnerf import sampling
+from condnerf import structs
+
+
+class ConditionalNeRF(nn.Module):
+  """NeRF whose color branch is conditioned on a per-ray appearance code."""
+  num_samples: Sequence[int] = (64, 128)  # intervals per level, coarse first.
+  sampler: str = 'hierarchical'  # 'hierarchical' or 'proposal'.
+  lindisp: bool = False  # first-level samples linear in disparity.
+  resample_padding: float = 0.01  # uniform PDF mass when resampling.
+  background: Sequence[float] = (1.0, 1.0, 1.0)  # rgb behind the scene.
+  field: Any = None  # dict of `fields.GeometryField` args (color levels).
+  proposal_field: Any = None  # dict of GeometryField args (proposal levels).
+  head: Any = None  # dict of `fields.ColorHead` args.
+
+  def setup(self):
+    if self.sampler not in ('hierarchical', 'proposal'):
+      raise ValueError(f'Unknown sampler {self.sampler!r}; choose '
+                       "'hierarchical' or 'proposal'.")
+    num_levels = len(self.num_samples)
+    field_args = dict(self.field or {})
+    head_args = dict(self.head or {})
+    if self.sampler == 'hierarchical':
+      self.fields = [fields.GeometryField(**field_args)
+                     for _ in range(num_levels)]
+      self.heads = [fields.ColorHead(**head_args) for _ in range(num_levels)]
+    else:
+      proposal_args = dict(self.proposal_field or {}, feature_dim=0)
+      self.fields = [fields.GeometryField(**proposal_args)
+                     for _ in range(num_levels - 1)] + [
+                         fields.GeometryField(**field_args)]
+      self.heads = [fields.ColorHead(**head_args)]
+
+  def colored_levels(self):
+    """Indices of the levels that have a color head (static)."""
+    num_levels = len(self.num_samples)
+    if self.sampler == 'hierarchical':
+      return tuple(range(num_levels))
+    return (num_levels - 1,)
+
+  def noise_dim(self):
+    """Uniform numbers per ray that randomized sampling consumes (static)."""
+    return sum(n + 1 for n in self.num_samples)
+
+  def geometry(self, rays, noise=None):
+    """Samples all levels and evaluates the (code-free) geometry fields.
+
+    Randomness arrives as per-ray uniform numbers rather than a key, so a
+    ray's samples do not depend on how the batch is split over devices.
+
+    Args:
+      rays: `structs.Rays` with leading shape [num_rays].
+      noise: None for deterministic sampling (evaluation, editing), or
+        f32[num_rays, noise_dim()] uniform numbers in [0, 1).
+    Returns:
+      list with one dict per level (see module docstring).
+    """
+    chex.assert_rank([rays.origins, rays.near], 2)
+    if noise is not None:
+      chex.assert_shape(noise, (rays.origins.shape[0], self.noise_dim()))
+    levels = []
+    offset = 0
+    for i, num in enumerate(self.num_samples):
+      jitter = None if noise is None else noise[:, offset:offset + num + 1]
+      offset += num + 1
+      if i == 0:
+        tdist = sampling.stratified(rays.near, rays.far, num, self.lindisp,
+                                    jitter)
+      else:
+        tdist = sampling.sample_pdf(levels[-1]['tdist'],
+                                    levels[-1]['weights'], num,
+                                    self.resample_padding, jitter)
+      points = sampling.positions(rays.origins, rays.directions, tdist)
+      density, feature = self.fields[i](points)
+      weights = rendering.compute_alpha_weights(density, tdist)[0]
+      levels.append(dict(tdist=tdist, density=density, weights=weights,
+                         feature=feature))
+    return levels
+
+  def shade(self, levels, directions, codes):
+    """Colors and composites the levels that have a color head.
+
+    Args:
+      levels: output of `geometry`.
+      directions: f32[num_rays, 3], unit ray directions.
+      codes: f32[num_rays, code_dim], the appearance code of each ray.
+    Returns:
+      list of `structs.RenderOutput`, one per level; proposal levels have
+      `rgb=None`.
+    """
+    chex.assert_rank(codes, 2)
+    background = jnp.asarray(self.background, jnp.float32)
+    colored = self.colored_levels()
+    outputs = []
+    for i, level in enumerate(levels):
+      if i in colored:
+        head = self.heads[colored.index(i)]
+        rgb = head(level['feature'], directions, codes)
+        outputs.append(rendering.composite(rgb, level['weights'],
+                                           level['tdist'], background))
+      else:
+        outputs.append(structs.RenderOutput(
+            rgb=None, depth=None, acc=jnp.sum(level['weights'], axis=-1),
+            weights=level['weights'], tdist=level['tdist']))
+    return outputs
+
+  def __call__(self, rays, codes, noise=None):
+    """Renders rays.
+
+    Args:
+      rays: `structs.Rays` with leading shape [num_rays].
+      codes: f32[num_rays, code_dim], per-ray appearance codes.
+      noise: None (deterministic) or f32[num_rays, noise_dim()] uniforms.
+    Returns:
+      list of `structs.RenderOutput`, coarse first; the last is the final.
+    """
+    return self.shade(self.geometry(rays, noise), rays.directions, codes)
+
+
+MODELS = {'conditional_nerf': ConditionalNeRF}
+
+_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+
+
+def build_model(model_name, model_cfg, background):
+  """Builds a model from its config section.
+
+  Args:
+    model_name: key of `MODELS`.
+    model_cfg: the `config.model` ConfigDict (or a dict).
+    background: f32[3] scene background color.
+  Returns:
+    An unbound linen module.
+  Raises:
+    ValueError: for an unknown model name or compute dtype.
+  """
+  if model_name not in MODELS:
+    raise ValueError(f'Unknown model_name {model_name!r}; valid names: '
+                     f'{sorted(MODELS)}.')
+  cfg = (model_cfg.to_dict() if isinstance(model_cfg, ml_collections.ConfigDict)
+         else dict(model_cfg))
+  if cfg['dtype'] not in _DTYPES:
+    raise ValueError(f"Unknown model.dtype {cfg['dtype']!r}; valid: "
+                     f'{sorted(_DTYPES)}.')
+  dtype = _DTYPES[cfg['dtype']]
+  field = dict(cfg['field'], dtype=dtype)
+  proposal_field = dict(cfg['proposal_field'], dtype=dtype)
+  head = dict(cfg['head'], dtype=dtype)
+  return MODELS[model_name](
+      num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
+      lindisp=cfg['lindisp'], resample_padding=cfg['resample_padding'],
+      background=tuple(float(b) for b in background), field=field,
+      proposal_field=proposal_field, head=head)

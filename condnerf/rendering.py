@@ -1,0 +1,54 @@
+"""Per-ray volume rendering: density -> alpha -> weights -> composited outputs.
+
+Symbols as in `sampling`: `tdist` f32[..., num_samples + 1] interval edges,
+`density` f32[..., num_samples], `weights` f32[..., num_samples]. Owns the
+quadrature only; sampling and networks live elsewhere.
+"""
+
+import jax.numpy as jnp
+
+from condnerf import structs
+
+
+def compute_alpha_weights(density, tdist):
+  """Compositing weights of piecewise-constant density (NeRF quadrature).
+
+  Args:
+    density: f32[..., num_samples], non-negative volume density.
+    tdist: f32[..., num_samples + 1], interval edges along unit rays.
+  Returns:
+    weights: f32[..., num_samples], alpha_i * T_i; sums to <= 1 per ray.
+    alpha: f32[..., num_samples], opacity of each interval.
+    trans: f32[..., num_samples], transmittance reaching each interval.
+  """
+  delta = jnp.diff(tdist, axis=-1)
+  density_delta = density * delta
+  alpha = 1.0 - jnp.exp(-density_delta)
+  # Exclusive cumulative sum: T_i = exp(-sum_{j<i} sigma_j delta_j).
+  trans = jnp.exp(-jnp.concatenate([
+      jnp.zeros_like(density_delta[..., :1]),
+      jnp.cumsum(density_delta[..., :-1], axis=-1)], axis=-1))
+  return alpha * trans, alpha, trans
+
+
+def composite(rgb, weights, tdist, background):
+  """Integrates sample colors into pixel color, depth and opacity.
+
+  Args:
+    rgb: f32[..., num_samples, 3], sample colors in [0, 1].
+    weights: f32[..., num_samples], compositing weights.
+    tdist: f32[..., num_samples + 1], interval edges.
+    background: f32[3] (or broadcastable f32[..., 3]) color behind the scene.
+  Returns:
+    `structs.RenderOutput`. `depth` is the weights-normalised expected
+    distance, clipped to the ray's [near, far]; rays that hit nothing get far.
+  """
+  acc = jnp.sum(weights, axis=-1)
+  color = jnp.sum(weights[..., None] * rgb, axis=-2)
+  color = color + (1.0 - acc[..., None]) * background
+  t_mid = 0.5 * (tdist[..., 1:] + tdist[..., :-1])
+  depth = jnp.sum(weights * t_mid, axis=-1) / jnp.maximum(acc, 1e-10)
+  depth = jnp.where(acc > 1e-10, depth, tdist[..., -1])
+  depth = jnp.clip(depth, tdist[..., 0], tdist[..., -1])
+  return structs.RenderOutput(
+      rgb=color, depth=depth, acc=acc, weights=weights, tdist=tdist)

@@ -1,0 +1,377 @@
+"""Training: state, the data-parallel step, and the train-and-evaluate loop.
+
+Owns `TrainState`, `build_experiment` (the one place a config becomes a
+model, optimizer, mesh and jitted steps — used by train, eval, edit and the
+notebooks), `make_train_step` and `train_and_evaluate`. The step is a
+per-device function mapped with `jax.shard_map` over the ('data',) mesh and
+reduced with one `lax.pmean`, wrapped in `jax.jit`.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Callable
+
+from absl import logging
+from flax import struct
+import jax
+from jax import lax
+from jax.sharding import PartitionSpec as P
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from condnerf import checkpointing
+from condnerf import codes as codes_lib
+from condnerf import images
+from condnerf import inference
+from condnerf import losses
+from condnerf import metrics as metrics_lib
+from condnerf import models
+from condnerf import optim
+from condnerf import parallel
+from condnerf import structs
+from condnerf import writers
+from condnerf.data import sampler as sampler_lib
+from condnerf.data import scenes
+
+
+class TrainingDivergedError(FloatingPointError):
+  """The loss or gradients became non-finite."""
+
+
+@struct.dataclass
+class TrainState:
+  """Everything a step updates.
+
+  Attributes:
+    step: i32[], number of steps taken.
+    params: the field's linen 'params' collection.
+    codes: {'appearance': f32[num_codes, code_dim]}.
+    opt_state: optax state over {'params': ..., 'codes': ...}.
+  """
+  step: jnp.ndarray
+  params: Any
+  codes: Any
+  opt_state: Any
+
+  def as_dict(self):
+    return {'step': self.step, 'params': self.params, 'codes': self.codes,
+            'opt_state': self.opt_state}
+
+
+def create_train_state(model, optimizer, key, num_codes, code_dim,
+                       code_init_scale):
+  """Initialises params, codes and optimizer state.
+
+  Args:
+    model: unbound `models.ConditionalNeRF`.
+    optimizer: optax transform over {'params', 'codes'}.
+    key: jax random key.
+    num_codes: rows of the appearance-code table.
+    code_dim: width of each code.
+    code_init_scale: std of the initial code entries.
+  Returns:
+    `TrainState` at step 0.
+  """
+  init_key, code_key = jax.random.split(key)
+  rays = structs.dummy_rays(1, jnp)
+  params = model.init(init_key, rays, jnp.zeros((1, code_dim)))['params']
+  codes = codes_lib.init_codes(code_key, num_codes, code_dim, code_init_scale)
+  opt_state = optimizer.init({'params': params, 'codes': codes})
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, codes=codes,
+                    opt_state=opt_state)
+
+
+def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
+                 code_prior_weight):
+  """`loss_fn(trainable, batch, noise) -> (loss, metrics)` for one device.
+
+  Args:
+    model: unbound `models.ConditionalNeRF`.
+    coarse_loss_weight: photometric weight of non-final colored levels.
+    interlevel_loss_weight: weight of the proposal loss (proposal sampler).
+    code_prior_weight: weight of the L2 code prior.
+  Returns:
+    The loss function; `trainable` is {'params', 'codes'}, `batch` a
+    `structs.Batch`, `noise` None or f32[num_rays, noise_dim].
+  """
+  colored = model.colored_levels()
+
+  def loss_fn(trainable, batch, noise):
+    code_vecs = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
+    outputs = model.apply({'params': trainable['params']}, batch.rays,
+                          code_vecs, noise)
+    final = outputs[-1]
+    mse = losses.photometric(final.rgb, batch.rgb, batch.weight)
+    loss = mse
+    for i in colored[:-1]:
+      loss += coarse_loss_weight * losses.photometric(
+          outputs[i].rgb, batch.rgb, batch.weight)
+    proposals = [(o.tdist, o.weights) for i, o in enumerate(outputs)
+                 if i not in colored]
+    if proposals:
+      loss += interlevel_loss_weight * losses.interlevel(
+          final.tdist, final.weights, proposals, batch.weight)
+    if code_prior_weight:
+      loss += code_prior_weight * losses.code_prior(
+          trainable['codes'], batch.rays.code_ids, batch.weight)
+    return loss, {'loss': loss, 'mse': mse}
+
+  return loss_fn
+
+
+def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
+  """Jitted `train_step(state, batch, key) -> (state, metrics)`.
+
+  The batch is split over the mesh; each device computes gradients of its
+  share, which one `lax.pmean` averages. Sampling noise is drawn for the
+  global batch before the split, so results do not depend on the number of
+  devices. The state argument is donated.
+
+  Args:
+    model: unbound `models.ConditionalNeRF`.
+    optimizer: optax transform over {'params', 'codes'}.
+    mesh: the data mesh.
+    loss_fn: from `make_loss_fn`.
+    randomized: jitter the samples (training); False is deterministic.
+  Returns:
+    The jitted step. `metrics` holds f32[] loss, mse, psnr and grad_norm.
+  """
+  noise_dim = model.noise_dim()
+
+  def per_device(state, batch, noise):
+    trainable = {'params': state.params, 'codes': state.codes}
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(trainable, batch, noise)
+    grads, metrics = lax.pmean((grads, metrics), parallel.AXIS)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['psnr'] = metrics_lib.mse_to_psnr(metrics['mse'])
+    new_state = state.replace(step=state.step + 1, params=trainable['params'],
+                              codes=trainable['codes'], opt_state=opt_state)
+    return new_state, metrics
+
+  mapped = jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(P(), P(parallel.AXIS), P(parallel.AXIS)),
+      out_specs=(P(), P()))
+
+  def train_step(state, batch, key):
+    noise = None
+    if randomized:
+      noise = jax.random.uniform(key, (batch.rgb.shape[0], noise_dim))
+      noise = lax.with_sharding_constraint(noise, parallel.data_sharding(mesh))
+    return mapped(state, batch, noise)
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+@dataclasses.dataclass
+class Experiment:
+  """What train, eval, edit and notebooks share, built once from a config.
+
+  Attributes:
+    config: the resolved ConfigDict.
+    scene: the `data.base.Scene`.
+    model: unbound `models.ConditionalNeRF`.
+    optimizer: optax transform over {'params', 'codes'}.
+    mesh: the ('data',) mesh over all devices.
+    init_state: key -> replicated `TrainState` (jitted).
+    train_step: from `make_train_step`.
+    render_step: from `inference.make_render_step`.
+  """
+  config: ml_collections.ConfigDict
+  scene: Any
+  model: Any
+  optimizer: Any
+  mesh: Any
+  init_state: Callable
+  train_step: Callable
+  render_step: Callable
+
+  def abstract_state(self):
+    """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
+    return jax.eval_shape(self.init_state, jax.random.key(0))
+
+  def render(self, state, rays, chunk=None):
+    """Renders numpy rays [H, W] (or [N]) with the state's params and codes."""
+    chunk = chunk or self.config.eval.chunk
+    if rays.code_ids.ndim == 2:
+      return inference.render_image(self.render_step, state.params,
+                                    state.codes, rays, chunk, self.mesh)
+    return inference.render_rays(self.render_step, state.params, state.codes,
+                                 rays, chunk, self.mesh)
+
+
+def load_scene(data_cfg):
+  """Loads the dataset named by `config.data` (see `data.scenes`)."""
+  return scenes.load_scene(
+      data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
+      num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
+      factor=data_cfg.factor, max_frames=data_cfg.max_frames,
+      holdout=data_cfg.holdout)
+
+
+def build_experiment(config, scene=None, mesh=None):
+  """Turns a config into everything a run needs.
+
+  Args:
+    config: ConfigDict from `configs.base.get_config` (or a diff of it).
+    scene: an already loaded scene (else loaded from `config.data`).
+    mesh: a mesh (default: all devices).
+  Returns:
+    `Experiment`.
+  """
+  scene = load_scene(config.data) if scene is None else scene
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  parallel.check_divisible(config.train.batch_size, mesh, 'train.batch_size')
+  model_cfg = config.model.to_dict()
+  for section in ('field', 'proposal_field'):
+    if not model_cfg[section]['scene_bound']:
+      model_cfg[section]['scene_bound'] = float(scene.scene_bound)
+  model = models.build_model(config.model_name, model_cfg, scene.background)
+  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  init_state = jax.jit(
+      lambda key: create_train_state(model, optimizer, key, scene.num_codes,
+                                     config.codes.dim,
+                                     config.codes.init_scale),
+      out_shardings=parallel.replicated(mesh))
+  loss_fn = make_loss_fn(model, config.train.coarse_loss_weight,
+                         config.train.interlevel_loss_weight,
+                         config.codes.prior_weight)
+  train_step = make_train_step(model, optimizer, mesh, loss_fn,
+                               config.train.randomized)
+  return Experiment(config=config, scene=scene, model=model,
+                    optimizer=optimizer, mesh=mesh, init_state=init_state,
+                    train_step=train_step,
+                    render_step=inference.make_render_step(model, mesh))
+
+
+def restore_or_init(experiment, ckpt, key):
+  """Latest good checkpoint of `ckpt`, else a fresh state.
+
+  Returns:
+    (TrainState, restored: bool).
+  Raises:
+    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
+  """
+  abstract = experiment.abstract_state()
+  restored, step = ckpt.restore(abstract.as_dict())
+  if restored is None:
+    return experiment.init_state(key), False
+  logging.info('Resuming from checkpoint step %d.', step)
+  return TrainState(**restored), True
+
+
+def train_and_evaluate(config, workdir, experiment=None):
+  """Trains (resuming if possible), checkpoints, validates and evaluates.
+
+  Args:
+    config: the resolved ConfigDict.
+    workdir: output folder (checkpoints, metrics.jsonl, tb/, val/, eval/).
+    experiment: an `Experiment` for this config (built if None).
+  Returns:
+    dict of the final evaluation metrics (see `evaluators.image_metrics`).
+  Raises:
+    TrainingDivergedError: the loss became NaN/inf (the last good checkpoint
+      is kept).
+  """
+  from condnerf.evaluators import image_metrics  # pylint: disable=g-import-not-at-top
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  exp = build_experiment(config) if experiment is None else experiment
+  rng = jax.random.key(config.seed)
+  init_key, train_key = jax.random.split(rng)
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints'),
+      max_to_keep=config.train.keep_checkpoints)
+  state, _ = restore_or_init(exp, ckpt, init_key)
+  if is_main:
+    checkpointing.save_config_json(workdir, json.loads(config.to_json()))
+  writer = writers.MetricWriter(workdir, enabled=is_main)
+  writer.write_hparams(json.loads(config.to_json()))
+
+  tc = config.train
+  sampler = sampler_lib.RaySampler(exp.scene.train, tc.batch_size, config.seed,
+                                   jax.process_index(), jax.process_count())
+  start = int(jax.device_get(state.step))
+  deadline = time.time() + 60.0 * tc.minutes if tc.minutes else math.inf
+  pbar = tqdm.tqdm(total=tc.steps, initial=start, disable=not is_main,
+                   desc='train', dynamic_ncols=True)
+  window, window_start, window_steps = None, time.time(), 0
+  step = start
+  last_checked = start
+  while step < tc.steps and time.time() < deadline:
+    batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
+    state, step_metrics = exp.train_step(state, batch,
+                                         jax.random.fold_in(train_key, step))
+    step += 1
+    window_steps += 1
+    window = step_metrics if window is None else jax.tree.map(
+        jnp.add, window, step_metrics)
+    if step % tc.log_every == 0 or step == tc.steps:
+      means = {k: float(v) / window_steps
+               for k, v in jax.device_get(window).items()}
+      _check_finite(means, step)
+      last_checked = step
+      elapsed = time.time() - window_start
+      means['rays_per_s'] = window_steps * tc.batch_size / max(elapsed, 1e-9)
+      means['psnr'] = float(metrics_lib.mse_to_psnr(means['mse']))
+      writer.write_scalars(step, means)
+      pbar.set_postfix(loss=f"{means['loss']:.4f}",
+                       psnr=f"{means['psnr']:.2f}",
+                       rays_s=f"{means['rays_per_s']:.0f}")
+      window, window_start, window_steps = None, time.time(), 0
+    pbar.update(1)
+    if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+      if last_checked != step:
+        _check_finite(jax.device_get(step_metrics), step)
+      ckpt.save(step, state.as_dict())
+    if tc.val_every and step % tc.val_every == 0:
+      _validate(exp, state, step, workdir, writer, is_main)
+  pbar.close()
+  if last_checked != step and step > start:
+    _check_finite(jax.device_get(step_metrics), step)
+  ckpt.save(step, state.as_dict(), force=True)
+  ckpt.wait_until_finished()
+  writer.flush()
+  evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
+                                      max_images=config.eval.max_images,
+                                      save_images=config.eval.save_images)
+  results = evaluator.run(state, os.path.join(workdir, 'eval'))
+  writer.write_scalars(step, {'psnr': results['psnr'],
+                              'ssim': results['ssim']}, split='eval')
+  writer.close()
+  ckpt.close()
+  return results
+
+
+def _check_finite(step_metrics, step):
+  bad = {k: float(v) for k, v in step_metrics.items()
+         if not np.isfinite(float(v))}
+  if bad:
+    raise TrainingDivergedError(
+        f'Training diverged at step {step}: {bad}. The last good checkpoint '
+        'is kept; lower optim.lr_init or enable optim.clip_grad_norm and '
+        'restart from it.')
+
+
+def _validate(exp, state, step, workdir, writer, is_main):
+  """Renders the first validation view and logs its PSNR and a PNG."""
+  frames = exp.scene.val
+  if not len(frames):
+    return
+  out = exp.render(state, sampler_lib.image_rays(frames, 0))
+  gt = frames.images[0]
+  psnr = float(metrics_lib.psnr(out['rgb'], gt))
+  writer.write_scalars(step, {'psnr': psnr}, split='val')
+  if is_main:
+    row = np.concatenate([gt, out['rgb'],
+                          images.colorize_depth(out['depth'], out['acc'])], 1)
+    images.save_png(os.path.join(workdir, 'val', f'step_{step:07d}.png'), row)
+    writer.write_images(step, {'val/rgb_depth': row})

@@ -1,0 +1,57 @@
+r"""condnerf runner: train, evaluate or render from an ml_collections config.
+
+  python -m experiments.main --config=experiments/configs/demo.py:runlocal \
+      --workdir=runs/demo --mode=train
+  python -m experiments.main --config=... --workdir=... --mode=eval
+  python -m experiments.main --config=... --workdir=... --mode=render
+Override any field with `--config.section.key=value`; the config is locked,
+so a key that does not exist is an error.
+"""
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from condnerf import eval_lib
+from condnerf import train_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file, optionally with :args.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.')
+_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'render'],
+                          'What to do.')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator', None, 'HOST:PORT of process 0 for multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
+                                      'Processes in a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if _COORDINATOR.value:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                               _PROCESS_ID.value)
+  logging.info('Devices: %d global, %d local, process %d of %d.',
+               jax.device_count(), jax.local_device_count(),
+               jax.process_index(), jax.process_count())
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  if _MODE.value == 'train':
+    results = train_lib.train_and_evaluate(config, workdir)
+  elif _MODE.value == 'eval':
+    results = eval_lib.evaluate(config, workdir)
+  else:
+    print(f'Wrote {eval_lib.render_path(config, workdir)}')
+    return
+  print(f"{workdir}: test PSNR {results['psnr']:.2f} dB, "
+        f"SSIM {results['ssim']:.4f} over {results['num_images']} images; "
+        f'see {workdir}/eval/')
+
+
+if __name__ == '__main__':
+  app.run(main)

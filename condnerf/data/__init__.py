@@ -1,1 +1,1 @@
-"""Host-side datasets (numpy only): loaders, the procedural scene and the ray sampler."""
+"""Host-side datasets (numpy only): loaders, procedural scene, ray sampler."""

@@ -1,0 +1,539 @@
+"""Loader for the Blender-synthetic format, and the frame reading it shares.
+
+A Blender dataset is a folder with `transforms_{train,val,test}.json`. Each json
+holds `frames`, a list of `{file_path, transform_matrix}` (OpenGL
+camera-to-world) and either a global `camera_angle_x` or nerfstudio-style
+intrinsics `fl_x, fl_y, cx, cy, w, h` (global, or per frame). Images are RGBA
+PNGs with straight (un-premultiplied) alpha; they are composited on the scene
+background and the alpha is kept. Extensions read here:
+  frames[].appearance_id: int, frames sharing an id share an appearance code.
+  frames[].appearance: [theta, s, g] of an appearance-variant dataset.
+  frames[].depth_file_path: `.npy` f32[H, W] ray distance, inf on background.
+  top level `near`, `far`, `scene_bound` (default 2, 6, 1.5), and the variant
+    table `appearances`, `variants_seed`, `variants_source` (kept in
+    `Scene.metadata`).
+
+This module also owns what the other file-based loaders (`nerfstudio`, `llff`)
+reuse: reading json and straight-alpha images, compositing, box downsampling,
+parsing frame entries into `base.Frames`, and turning the appearance ids read
+from files into code rows (`assign_codes`). It owns no pose normalisation
+(see `llff`) and no jax.
+"""
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+
+import numpy as np
+from PIL import Image
+
+from condnerf import cameras
+from condnerf.data import base
+
+SPLITS = ('train', 'val', 'test')
+DEFAULT_NEAR = 2.0
+DEFAULT_FAR = 6.0
+DEFAULT_SCENE_BOUND = 1.5
+# Intrinsics keys a frame may carry itself, overriding the global ones.
+INTRINSIC_KEYS = ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h', 'camera_angle_x',
+                  'camera_angle_y')
+
+
+def read_json(path):
+  """Reads a json file; raises `base.DataError` when missing or malformed."""
+  if not os.path.isfile(path):
+    raise base.DataError(f'{path} does not exist; check the dataset path.')
+  try:
+    with open(path, encoding='utf-8') as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise base.DataError(
+        f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: '
+        f'{e.msg}); fix the file.') from e
+  except UnicodeDecodeError as e:
+    raise base.DataError(f'{path} is not UTF-8 text; fix the file.') from e
+
+
+def read_image(path):
+  """Reads an image file as straight color and optional alpha.
+
+  Args:
+    path: image file (any format Pillow reads).
+  Returns:
+    rgb: f32[H, W, 3] straight color in [0, 1].
+    alpha: f32[H, W] in [0, 1], or None when the file has no alpha channel.
+  Raises:
+    DataError: when the file is missing or not an image.
+  """
+  if not os.path.isfile(path):
+    raise base.DataError(f'Image {path} does not exist.')
+  try:
+    with Image.open(path) as image:
+      has_alpha = 'A' in image.getbands() or 'transparency' in image.info
+      array = np.asarray(image.convert('RGBA' if has_alpha else 'RGB'))
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  array = array.astype(np.float32) / 255.0
+  if has_alpha:
+    return array[..., :3], array[..., 3]
+  return array, None
+
+
+def image_size(path):
+  """(height, width) of an image file, read from its header only."""
+  if not os.path.isfile(path):
+    raise base.DataError(f'Image {path} does not exist.')
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  return height, width
+
+
+def read_gray(path):
+  """f32[H, W] in [0, 1]: an image file read as luminance (e.g. a mask)."""
+  if not os.path.isfile(path):
+    raise base.DataError(f'Image {path} does not exist.')
+  try:
+    with Image.open(path) as image:
+      array = np.asarray(image.convert('L'))
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  return array.astype(np.float32) / 255.0
+
+
+def composite(rgb, alpha, background):
+  """f32[..., 3]: straight color `rgb` over `background`, opacity `alpha`.
+
+  Args:
+    rgb: f32[..., 3] straight (un-premultiplied) color.
+    alpha: f32[...] opacity in [0, 1].
+    background: f32[3] background color.
+  """
+  alpha = alpha[..., None]
+  return rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
+
+
+def box_downsample(image, factor):
+  """Averages `factor` x `factor` pixel blocks.
+
+  Compositing is linear, so box-averaging a composited image equals compositing
+  the box-averaged premultiplied color and alpha.
+
+  Args:
+    image: f32[H, W, ...].
+    factor: positive int; rows and columns past a multiple of it are cropped.
+  Returns:
+    f32[H // factor, W // factor, ...].
+  """
+  if factor == 1:
+    return image
+  height, width = image.shape[0] // factor, image.shape[1] // factor
+  image = image[:height * factor, :width * factor]
+  blocks = image.reshape(height, factor, width, factor, *image.shape[2:])
+  return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def downsample_depth(depth, factor):
+  """f32[H // factor, W // factor]: mean finite depth per block, inf if none."""
+  if factor == 1:
+    return depth
+  height, width = depth.shape[0] // factor, depth.shape[1] // factor
+  blocks = depth[:height * factor, :width * factor].reshape(
+      height, factor, width, factor)
+  finite = np.isfinite(blocks)
+  total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+  count = finite.sum(axis=(1, 3))
+  with np.errstate(invalid='ignore', divide='ignore'):
+    mean = total / count
+  return np.where(count > 0, mean, np.inf).astype(np.float32)
+
+
+def check_background(background):
+  """f32[3] background color; raises `DataError` unless 3 values in [0, 1]."""
+  try:
+    color = np.asarray(background, np.float32).reshape(3)
+  except (TypeError, ValueError) as e:
+    raise base.DataError(
+        f'background must be 3 numbers in [0, 1], got {background!r}.') from e
+  if not np.all((color >= 0) & (color <= 1)):
+    raise base.DataError(
+        f'background must be 3 numbers in [0, 1], got {background!r}.')
+  return color
+
+
+def check_positive_int(value, name, minimum=1):
+  """Returns `value` as int; raises `DataError` unless an int >= minimum."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < minimum):
+    raise base.DataError(f'{name} must be an integer >= {minimum}, got '
+                         f'{value!r}.')
+  return int(value)
+
+
+def _is_number(value):
+  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value))
+
+
+def get_number(meta, key, default, where, positive=False):
+  """A finite number read from dict `meta`, or `default` when absent."""
+  if key not in meta:
+    return default
+  value = meta[key]
+  if not _is_number(value) or (positive and value <= 0):
+    kind = 'a positive number' if positive else 'a number'
+    raise base.DataError(f'{where}: "{key}" must be {kind}, got {value!r}.')
+  return float(value)
+
+
+def get_frames(meta, json_path):
+  """The list of frame dicts of a transforms json, checked."""
+  if not isinstance(meta, dict) or 'frames' not in meta:
+    raise base.DataError(
+        f'{json_path} has no "frames" list; each transforms json needs '
+        '"frames": [{"file_path": ..., "transform_matrix": ...}, ...].')
+  frames = meta['frames']
+  if not isinstance(frames, list):
+    raise base.DataError(f'{json_path}: "frames" must be a list.')
+  for i, frame in enumerate(frames):
+    if not isinstance(frame, dict):
+      raise base.DataError(f'{json_path} frame {i} is not an object.')
+    for key in ('file_path', 'transform_matrix'):
+      if key not in frame:
+        raise base.DataError(
+            f'{json_path} frame {i} has no "{key}"; every frame needs '
+            '"file_path" and "transform_matrix".')
+    if not isinstance(frame['file_path'], str):
+      raise base.DataError(f'{json_path} frame {i}: "file_path" must be a '
+                           'string.')
+  return frames
+
+
+def parse_pose(matrix, where):
+  """f32[4, 4] from a json transform_matrix; raises `DataError` if malformed."""
+  try:
+    pose = np.asarray(matrix, np.float64)
+  except (TypeError, ValueError):
+    pose = None
+  if pose is None or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
+    text = repr(matrix)
+    text = text if len(text) < 80 else text[:77] + '...'
+    raise base.DataError(
+        f'{where}: "transform_matrix" must be a 4x4 list of numbers '
+        f'(camera-to-world, OpenGL axes), got {text}.')
+  return pose.astype(np.float32)
+
+
+def resolve_image(folder, file_path, where):
+  """Path of a frame's image: `file_path` as given, or with `.png` added."""
+  path = os.path.normpath(os.path.join(folder, file_path))
+  if os.path.isfile(path):
+    return path
+  if os.path.isfile(path + '.png'):
+    return path + '.png'
+  raise base.DataError(
+      f'{where}: image {path} (or {path}.png) does not exist; fix "file_path" '
+      '(it is relative to the json file\'s folder).')
+
+
+def frame_intrinsics(meta, frame, width, height, where):
+  """Intrinsics of one frame for an image of the given size.
+
+  Frame keys override global ones. The focal length comes from `fl_x`/`fl_y`
+  or else from `camera_angle_x` (and `camera_angle_y`); `cx`, `cy` default to
+  the image center. When `w`/`h` are given and differ from the image size (a
+  resized image), all intrinsics are scaled to the actual size.
+
+  Args:
+    meta: dict, top level of the transforms json.
+    frame: dict, the frame entry.
+    width: actual image width in pixels.
+    height: actual image height in pixels.
+    where: frame description for error messages.
+  Returns:
+    intrinsics: f32[4], (fx, fy, cx, cy) for the actual image.
+    own: whether the frame itself carries any intrinsics key.
+  """
+  merged = dict(meta)
+  merged.update(frame)
+  num = lambda key, positive=True: get_number(merged, key, None, where,
+                                              positive)
+  declared_w = num('w') or float(width)
+  declared_h = num('h') or float(height)
+  fx, fy = num('fl_x'), num('fl_y')
+  angle_x, angle_y = num('camera_angle_x'), num('camera_angle_y')
+  if fx is None and fy is None and angle_x is None:
+    raise base.DataError(
+        f'{where}: no focal length; add a global "camera_angle_x" (radians) or '
+        '"fl_x"/"fl_y" (pixels), globally or per frame.')
+  if fx is None and fy is None:
+    fx = cameras.focal_from_fov(declared_w, angle_x)
+    fy = cameras.focal_from_fov(declared_h, angle_y) if angle_y else fx
+  fx = fx if fx is not None else fy
+  fy = fy if fy is not None else fx
+  cx = num('cx', positive=False)
+  cy = num('cy', positive=False)
+  cx = 0.5 * declared_w if cx is None else cx
+  cy = 0.5 * declared_h if cy is None else cy
+  sx, sy = width / declared_w, height / declared_h
+  intrinsics = np.array([fx * sx, fy * sy, cx * sx, cy * sy], np.float32)
+  own = any(key in frame for key in INTRINSIC_KEYS)
+  return intrinsics, own
+
+
+def _raw_appearance_id(frame, where):
+  if 'appearance_id' not in frame:
+    return -1
+  value = frame['appearance_id']
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < 0):
+    raise base.DataError(
+        f'{where}: "appearance_id" must be a non-negative integer, got '
+        f'{value!r}.')
+  return int(value)
+
+
+def _appearance(frame, where):
+  value = frame.get('appearance')
+  if (not isinstance(value, (list, tuple)) or len(value) != 3
+      or not all(_is_number(v) for v in value)):
+    raise base.DataError(
+        f'{where}: "appearance" must be [theta, s, g], got {value!r}.')
+  return np.asarray(value, np.float32)
+
+
+def _load_depth(folder, frame, shape, where):
+  path = os.path.normpath(os.path.join(folder, frame['depth_file_path']))
+  if not os.path.isfile(path):
+    raise base.DataError(f'{where}: depth file {path} does not exist; fix '
+                         '"depth_file_path".')
+  try:
+    depth = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'{where}: cannot read depth file {path}: {e}') from e
+  if depth.shape != shape:
+    raise base.DataError(
+        f'{where}: depth {path} has shape {depth.shape} but the image is '
+        f'{shape}; they must match.')
+  return depth.astype(np.float32)
+
+
+def load_frames(meta, frames, folder, where, background, factor, near, far):
+  """Reads frame entries into `Frames` whose ids are still the file ids.
+
+  Args:
+    meta: dict, top level of the transforms json (global intrinsics).
+    frames: list of frame dicts (see `get_frames`).
+    folder: folder that `file_path`s are relative to.
+    where: name of the json for error messages.
+    background: f32[3], color to composite on.
+    factor: int downsampling factor (box average).
+    near: near distance of the split.
+    far: far distance of the split.
+  Returns:
+    `base.Frames`; `appearance_ids` i32[N] are the files' `appearance_id`s
+    (-1 where absent), to be turned into code rows by `assign_codes`.
+  """
+  images, alphas, poses, intrinsics, ids, names = [], [], [], [], [], []
+  depths, appearances = [], []
+  any_alpha = False
+  shared_size, shared_name = None, None
+  has_depth = ['depth_file_path' in frame for frame in frames]
+  has_look = ['appearance' in frame for frame in frames]
+  for flags, key in ((has_depth, 'depth_file_path'), (has_look, 'appearance')):
+    if any(flags) and not all(flags):
+      first = frames[flags.index(False)]['file_path']
+      raise base.DataError(
+          f'{where}: some frames have "{key}" and frame {first!r} does not; '
+          'give it to every frame of the split or to none.')
+  for i, frame in enumerate(frames):
+    frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
+    pose = parse_pose(frame['transform_matrix'], frame_where)
+    image_path = resolve_image(folder, frame['file_path'], frame_where)
+    rgb, alpha = read_image(image_path)
+    height, width = rgb.shape[:2]
+    if height < factor or width < factor:
+      raise base.DataError(f'{frame_where}: image {width}x{height} is smaller '
+                           f'than the downsampling factor {factor}.')
+    intr, own = frame_intrinsics(meta, frame, width, height, frame_where)
+    if not own:
+      if shared_size is None:
+        shared_size, shared_name = (height, width), image_path
+      elif shared_size != (height, width):
+        raise base.DataError(
+            f'{frame_where}: image {image_path} is {width}x{height} but '
+            f'{shared_name} is {shared_size[1]}x{shared_size[0]}; images of '
+            'a split must share one size unless frames give their own '
+            'intrinsics ("fl_x", "fl_y", "cx", "cy", "w", "h").')
+    any_alpha = any_alpha or alpha is not None
+    alpha = np.ones((height, width), np.float32) if alpha is None else alpha
+    if has_depth[i]:
+      depth = _load_depth(folder, frame, (height, width), frame_where)
+      depths.append(downsample_depth(depth, factor))
+    if has_look[i]:
+      appearances.append(_appearance(frame, frame_where))
+    images.append(box_downsample(composite(rgb, alpha, background), factor))
+    alphas.append(box_downsample(alpha, factor))
+    intr = intr.copy()
+    intr /= factor
+    poses.append(pose)
+    intrinsics.append(intr)
+    ids.append(_raw_appearance_id(frame, frame_where))
+    names.append(os.path.relpath(image_path, folder))
+  return base.Frames(
+      images=images,
+      alphas=alphas if any_alpha else None,
+      poses=np.asarray(poses, np.float32).reshape(-1, 4, 4),
+      intrinsics=np.asarray(intrinsics, np.float32).reshape(-1, 4),
+      appearance_ids=np.asarray(ids, np.int32).reshape(-1),
+      names=names, near=float(near), far=float(far),
+      depths=depths if any(has_depth) else None,
+      appearances=np.stack(appearances) if any(has_look) else None)
+
+
+def assign_codes(splits, mode, num_codes):
+  """Turns file appearance ids into code rows for every split.
+
+  Mode 'auto' is resolved once, from the training split: file ids when every
+  training frame has one, else one code per training frame. In 'ids' mode
+  val/test frames without an id get -1 (the mean code).
+
+  Args:
+    splits: dict split name -> `Frames` with file ids (-1 = none).
+    mode: 'auto', 'ids', 'per_frame' or 'shared' (see
+      `base.assign_appearance_ids`).
+    num_codes: rows of the code table; <= 0 infers max train row + 1.
+  Returns:
+    (dict split name -> `Frames` with code rows, num_codes).
+  Raises:
+    DataError: on partial ids in training, or an id outside the table, or
+      (when num_codes is inferred) a val/test id never seen in training.
+  """
+  train = splits['train']
+  have = train.appearance_ids >= 0
+  if have.any() and not have.all():
+    missing = train.names[int(np.argmin(have))]
+    present = train.names[int(np.argmax(have))]
+    raise base.DataError(
+        f'Training frame {missing!r} has no "appearance_id" but {present!r} '
+        'has one; give every training frame an appearance_id, or none.')
+  if mode == 'auto':
+    mode = 'ids' if have.size and have.all() else 'per_frame'
+  out = {}
+  for split, frames in splits.items():
+    raw = frames.appearance_ids
+    ids = raw if (split != 'train' or (raw >= 0).any()) else None
+    codes = base.assign_appearance_ids(ids, len(frames), mode, split)
+    out[split] = dataclasses.replace(frames, appearance_ids=codes)
+  inferred = num_codes <= 0
+  if inferred:
+    num_codes = max(1, int(out['train'].appearance_ids.max(initial=-1)) + 1)
+  seen = set(out['train'].appearance_ids.tolist())
+  for split, frames in out.items():
+    for name, code in zip(frames.names, frames.appearance_ids.tolist()):
+      if code >= num_codes:
+        raise base.DataError(
+            f'{split} frame {name!r} has appearance_id {code}, outside the '
+            f'code table [0, {num_codes}); renumber the ids or pass a larger '
+            'num_codes.')
+      if inferred and code >= 0 and code not in seen:
+        raise base.DataError(
+            f'{split} frame {name!r} has appearance_id {code}, which no '
+            'training frame uses, so it would get no trained code; use a '
+            'training id, drop the id, or pass num_codes explicitly.')
+  return out, int(num_codes)
+
+
+def scene_range(meta, where, default_near, default_far):
+  """(near, far) from a json's top-level keys, checked."""
+  near = get_number(meta, 'near', default_near, where)
+  far = get_number(meta, 'far', default_far, where)
+  if near < 0 or far <= near:
+    raise base.DataError(
+        f'{where}: need 0 <= "near" < "far", got near={near}, far={far}.')
+  return near, far
+
+
+def _appearance_table(meta, where):
+  try:
+    table = np.asarray(meta['appearances'], np.float32)
+  except (TypeError, ValueError):
+    table = None
+  if table is None or table.ndim != 2 or table.shape[1] != 3:
+    raise base.DataError(
+        f'{where}: "appearances" must be a list of [theta, s, g].')
+  return table
+
+
+def load_blender(path, appearance='auto', num_codes=0,
+                 background=(1.0, 1.0, 1.0), factor=1, max_frames=0):
+  """Loads a Blender-format dataset.
+
+  Args:
+    path: folder holding `transforms_{train,val,test}.json` (val is optional;
+      the test split stands in for it).
+    appearance: code assignment mode, see `base.assign_appearance_ids`.
+    num_codes: rows of the code table; 0 infers max training code + 1.
+    background: 3 floats in [0, 1], color the RGBA images are composited on.
+    factor: int >= 1, box-downsampling factor (intrinsics are scaled).
+    max_frames: when > 0, keep only the first `max_frames` of every split.
+  Returns:
+    A validated `base.Scene`: near/far from the json's top-level `near`/`far`
+    (default 2 and 6), `scene_bound` (default 1.5), up = +z.
+  Raises:
+    DataError: on missing or malformed files, naming the file and the fix.
+  """
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise base.DataError(
+        f'Blender dataset folder {path} does not exist; pass the folder that '
+        'holds transforms_train.json.')
+  factor = check_positive_int(factor, 'factor')
+  max_frames = check_positive_int(max_frames, 'max_frames', minimum=0)
+  background = check_background(background)
+  json_paths, metas = {}, {}
+  for split in SPLITS:
+    json_path = os.path.join(path, f'transforms_{split}.json')
+    if split == 'val' and not os.path.isfile(json_path):
+      continue
+    if not os.path.isfile(json_path):
+      raise base.DataError(
+          f'{json_path} does not exist; a Blender dataset needs '
+          'transforms_train.json and transforms_test.json '
+          '(transforms_val.json is optional).')
+    json_paths[split], metas[split] = json_path, read_json(json_path)
+  train_meta = metas['train']
+  if not isinstance(train_meta, dict):
+    raise base.DataError(f'{json_paths["train"]} must hold a JSON object.')
+  where = json_paths['train']
+  near, far = scene_range(train_meta, where, DEFAULT_NEAR, DEFAULT_FAR)
+  scene_bound = get_number(train_meta, 'scene_bound', DEFAULT_SCENE_BOUND,
+                           where, positive=True)
+  splits = {}
+  for split in json_paths:
+    frames = get_frames(metas[split], json_paths[split])
+    if max_frames:
+      frames = frames[:max_frames]
+    splits[split] = load_frames(
+        metas[split], frames, path, os.path.basename(json_paths[split]),
+        background, factor, near, far)
+  if 'val' not in splits:
+    splits['val'] = splits['test']
+  splits, num_codes = assign_codes(splits, appearance, num_codes)
+  metadata = {'format': 'blender', 'source': os.path.abspath(path),
+              'factor': factor}
+  for key in ('variants_seed', 'variants_source'):
+    if key in train_meta:
+      metadata[key] = train_meta[key]
+  if 'appearances' in train_meta:
+    metadata['appearances'] = _appearance_table(train_meta, where)
+  scene = base.Scene(
+      train=splits['train'], val=splits['val'], test=splits['test'],
+      num_codes=num_codes, background=background,
+      scene_bound=scene_bound, up=np.array([0.0, 0.0, 1.0], np.float32),
+      metadata=metadata)
+  return base.validate_scene(scene)

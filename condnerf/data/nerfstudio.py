@@ -1,0 +1,172 @@
+"""Loader for nerfstudio's `transforms.json`, so users can bring captures.
+
+The file holds global pinhole intrinsics `fl_x, fl_y, cx, cy, w, h` (any of
+them may be overridden per frame) and `frames[]` with `file_path` (relative to
+the json's folder) and `transform_matrix` (OpenGL camera-to-world), plus the
+optional extensions `appearance_id`, `split` ('train', 'val' or 'test') and
+`depth_file_path` (see `blender`). Images may be RGB or RGBA.
+
+Frames are sorted by `file_path` (as nerfstudio does). Frames with a `split`
+key go to that split; the others are split by index in that order, every
+`holdout`-th one (from the first) to test. Val is the test split unless some
+frame says 'val'.
+
+Normalisation (documented choice): poses are moved into the frame of their
+average pose (`llff.normalize_poses`: mean camera center at the origin, mean
+camera up along +y) and scaled so the farthest camera center is at distance 1.
+  Without top-level `near`/`far`, the capture is assumed object-centric: the
+    content lies in the box [-1.5, 1.5]^3 (the camera ball with a 50% margin,
+    the bound the Blender scenes use), so scene_bound = 1.5, near = 0.05 and
+    far = the largest distance from any camera to a corner of that box (no ray
+    can be inside the box beyond it).
+  With top-level `near`/`far` (in the json's units) they are scaled along with
+    the poses and scene_bound = the largest camera-center coordinate + far
+    (every point within `far` of a camera fits), unless a top-level
+    `scene_bound` (json units) is given.
+Lens distortion coefficients are ignored (a pinhole model is used; undistort
+images first for accuracy); `metadata['ignored_distortion']` says when some
+were non-zero. Owns no image decoding (see `blender`) and no jax.
+"""
+
+import os
+
+import numpy as np
+
+from condnerf.data import base
+from condnerf.data import blender
+from condnerf.data import llff
+
+DEFAULT_NEAR = 0.05
+DEFAULT_SCENE_BOUND = 1.5
+_DISTORTION_KEYS = ('k1', 'k2', 'k3', 'k4', 'p1', 'p2')
+_PINHOLE_MODELS = ('OPENCV', 'PINHOLE', 'SIMPLE_PINHOLE', 'SIMPLE_RADIAL',
+                   'RADIAL')
+
+
+def _split_frames(frames, holdout, json_path):
+  """Dict split -> list of frame dicts, per the module docstring's rule."""
+  order = sorted(range(len(frames)), key=lambda i: frames[i]['file_path'])
+  splits = {'train': [], 'val': [], 'test': []}
+  for rank, i in enumerate(order):
+    frame = frames[i]
+    split = frame.get('split')
+    if split is None:
+      split = 'test' if rank % holdout == 0 else 'train'
+    elif split not in splits:
+      raise base.DataError(
+          f'{json_path} frame {i} ({frame["file_path"]!r}) has split '
+          f'{split!r}; use "train", "val" or "test".')
+    splits[split].append(frame)
+  if not splits['train']:
+    raise base.DataError(f'{json_path}: no frame is in the training split; '
+                         'mark some frames "split": "train".')
+  return splits
+
+
+def _check_camera_model(meta, frames, json_path):
+  """True when some distortion coefficient is non-zero (it gets ignored)."""
+  distorted = False
+  for entry in [meta] + list(frames):
+    model = entry.get('camera_model', 'OPENCV')
+    if model not in _PINHOLE_MODELS:
+      raise base.DataError(
+          f'{json_path}: camera_model {model!r} is not supported; only '
+          f'perspective models {_PINHOLE_MODELS} (undistorted) are.')
+    for key in _DISTORTION_KEYS:
+      value = entry.get(key, 0.0)
+      distorted = distorted or (isinstance(value, (int, float)) and
+                                value != 0)
+  return distorted
+
+
+def load_nerfstudio(path, appearance='auto', num_codes=0,
+                    background=(1.0, 1.0, 1.0), factor=1, holdout=8,
+                    max_frames=0):
+  """Loads a nerfstudio capture (see the module docstring for conventions).
+
+  Args:
+    path: the `transforms.json` file or the folder holding it.
+    appearance: code assignment mode, see `base.assign_appearance_ids`.
+    num_codes: rows of the code table; 0 infers max training code + 1.
+    background: 3 floats in [0, 1] that RGBA images are composited on.
+    factor: int >= 1, box-downsampling factor (intrinsics are scaled).
+    holdout: int >= 2; every `holdout`-th frame without a `split` key is test.
+    max_frames: when > 0, keep only the first `max_frames` of every split.
+  Returns:
+    A validated `base.Scene` (up = +y). `metadata['world_transform']` f64[4, 4]
+    maps json coordinates to scene coordinates.
+  Raises:
+    DataError: on missing or malformed files, naming the file and the fix.
+  """
+  path = os.fspath(path)
+  json_path = path
+  if os.path.isdir(path):
+    json_path = os.path.join(path, 'transforms.json')
+  elif not os.path.exists(path):
+    raise base.DataError(
+        f'nerfstudio dataset {path} does not exist; pass the folder holding '
+        'transforms.json or the file itself.')
+  folder = os.path.dirname(os.path.abspath(json_path))
+  factor = blender.check_positive_int(factor, 'factor')
+  holdout = blender.check_positive_int(holdout, 'holdout', minimum=2)
+  max_frames = blender.check_positive_int(max_frames, 'max_frames', minimum=0)
+  background = blender.check_background(background)
+  meta = blender.read_json(json_path)
+  frames = blender.get_frames(meta, json_path)
+  if not frames:
+    raise base.DataError(f'{json_path} lists no frames.')
+  distorted = _check_camera_model(meta, frames, json_path)
+  split_frames = _split_frames(frames, holdout, json_path)
+
+  # Normalisation uses every frame, so it does not depend on max_frames.
+  poses = np.stack([
+      blender.parse_pose(f['transform_matrix'],
+                         f'{json_path} frame {i} ({f["file_path"]!r})')
+      for i, f in enumerate(frames)])
+  radius = np.linalg.norm(poses[:, :3, 3] - poses[:, :3, 3].mean(0), axis=-1)
+  scale = float(1.0 / radius.max()) if radius.max() > 1e-6 else 1.0
+  _, transform = llff.normalize_poses(poses, scale)
+  centers = (transform[:3, :3] @ poses[:, :3, 3, None])[..., 0] + (
+      transform[:3, 3])
+
+  if 'near' in meta or 'far' in meta:
+    if 'near' not in meta or 'far' not in meta:
+      raise base.DataError(f'{json_path}: give both "near" and "far", or '
+                           'neither.')
+    near, far = blender.scene_range(meta, json_path, None, None)
+    near, far = near * scale, far * scale
+    scene_bound = float(np.abs(centers).max() + far)
+  else:
+    bound = DEFAULT_SCENE_BOUND
+    corners = np.stack(np.meshgrid(*[[-bound, bound]] * 3), -1).reshape(-1, 3)
+    near = DEFAULT_NEAR
+    far = float(np.linalg.norm(centers[:, None] - corners[None], axis=-1).max())
+    scene_bound = bound
+  scene_bound = blender.get_number(meta, 'scene_bound', scene_bound / scale,
+                                   json_path, positive=True) * scale
+
+  splits = {}
+  for split, entries in split_frames.items():
+    if not entries and split != 'train':
+      continue
+    if max_frames:
+      entries = entries[:max_frames]
+    loaded = blender.load_frames(meta, entries, folder,
+                                 os.path.basename(json_path), background,
+                                 factor, near, far)
+    loaded.poses = llff.transform_poses(loaded.poses, transform)
+    splits[split] = loaded
+  if 'test' not in splits:
+    raise base.DataError(
+        f'{json_path}: no test frames; lower holdout or mark frames "split": '
+        '"test".')
+  splits.setdefault('val', splits['test'])
+  splits, num_codes = blender.assign_codes(splits, appearance, num_codes)
+  scene = base.Scene(
+      train=splits['train'], val=splits['val'], test=splits['test'],
+      num_codes=num_codes, background=background, scene_bound=scene_bound,
+      up=np.array([0.0, 1.0, 0.0], np.float32),
+      metadata={'format': 'nerfstudio', 'source': os.path.abspath(json_path),
+                'factor': factor, 'world_transform': transform,
+                'ignored_distortion': distorted})
+  return base.validate_scene(scene)

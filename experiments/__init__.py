@@ -1,0 +1,1 @@
+"""Runners and experiment configs (the only place flags are parsed)."""

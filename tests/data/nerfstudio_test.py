@@ -1,0 +1,207 @@
+"""Tests for the nerfstudio loader, on a capture the test writes itself."""
+
+import json
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import numpy as np
+from PIL import Image
+
+from condnerf import cameras
+from condnerf.data import base
+from condnerf.data import nerfstudio
+from condnerf.data import scenes
+
+TARGET = np.array([5.0, -2.0, 1.0])
+NUM_FRAMES = 10
+
+
+def _capture_poses():
+  """Cameras on a tilted ring of radius 3 around TARGET, z up, looking at it."""
+  angles = np.linspace(0.0, 2.0 * np.pi, NUM_FRAMES, endpoint=False)
+  offsets = np.stack([3.0 * np.cos(angles), 3.0 * np.sin(angles),
+                      1.0 + 0.5 * np.sin(2 * angles)], -1)
+  return np.stack([cameras.look_at(TARGET + o, TARGET) for o in offsets])
+
+
+class NerfstudioTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.root)
+    self.poses = _capture_poses()
+    frames = []
+    for i, pose in enumerate(self.poses):
+      size, extra = (4, 6), {}
+      if i == 2:  # A bigger image with intrinsics of its own.
+        size, extra = (8, 10), {'fl_x': 20.0, 'fl_y': 22.0, 'cx': 5.0,
+                                'cy': 4.0, 'w': 10, 'h': 8}
+      if i == 6:  # Only the focal length is overridden.
+        extra = {'fl_x': 12.0}
+      channels = 4 if i % 2 else 3
+      pixels = np.full(size + (channels,), 200, np.uint8)
+      if channels == 4:
+        pixels[..., 3] = 0
+      path = os.path.join(self.root, 'images', f'f{i:02d}.png')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      Image.fromarray(pixels).save(path)
+      frame = {'file_path': f'images/f{i:02d}.png',
+               'transform_matrix': pose.tolist(), 'appearance_id': i % 3}
+      frame.update(extra)
+      frames.append(frame)
+    frames[3]['split'] = 'val'
+    frames[4]['split'] = 'train'
+    frames.reverse()  # The loader sorts by file_path.
+    self.meta = {'camera_model': 'OPENCV', 'fl_x': 10.0, 'fl_y': 11.0,
+                 'cx': 3.0, 'cy': 2.0, 'w': 6, 'h': 4, 'k1': 0.01,
+                 'frames': frames}
+    self._write()
+
+  def _write(self):
+    with open(os.path.join(self.root, 'transforms.json'), 'w',
+              encoding='utf-8') as f:
+      json.dump(self.meta, f)
+
+  def _all(self, scene):
+    frames = [scene.train, scene.val, scene.test]
+    names = sum([f.names for f in frames], [])
+    return names, np.concatenate([f.poses for f in frames])
+
+  def test_splits_and_intrinsics(self):
+    scene = scenes.load_scene('nerfstudio', self.root, holdout=4)
+    name = lambda i: os.path.join('images', f'f{i:02d}.png')
+    self.assertEqual(scene.test.names, [name(0), name(8)])
+    self.assertEqual(scene.val.names, [name(3)])
+    self.assertEqual(scene.train.names,
+                     [name(i) for i in (1, 2, 4, 5, 6, 7, 9)])
+    np.testing.assert_allclose(scene.train.intrinsics[:5], [
+        [10.0, 11.0, 3.0, 2.0],
+        [20.0, 22.0, 5.0, 4.0],
+        [10.0, 11.0, 3.0, 2.0],
+        [10.0, 11.0, 3.0, 2.0],
+        [12.0, 11.0, 3.0, 2.0],
+    ])
+    self.assertEqual(scene.train.images[1].shape, (8, 10, 3))
+    # RGB frames get alpha 1; RGBA frames keep theirs (0 here).
+    self.assertEqual(scene.train.alphas[0].max(), 0.0)
+    self.assertEqual(scene.train.alphas[1].min(), 1.0)
+    np.testing.assert_allclose(scene.train.images[0], 1.0)  # Background.
+    np.testing.assert_array_equal(scene.train.appearance_ids,
+                                  [1, 2, 1, 2, 0, 1, 0])
+    self.assertEqual(scene.num_codes, 3)
+    self.assertTrue(scene.metadata['ignored_distortion'])
+
+  def test_normalization(self):
+    scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    names, poses = self._all(scene)
+    order = [int(n[-6:-4]) for n in names]
+    original = self.poses[order]
+    centers = poses[:, :3, 3]
+    np.testing.assert_allclose(centers.mean(0), 0.0, atol=1e-5)
+    self.assertAlmostEqual(np.linalg.norm(centers, axis=-1).max(), 1.0,
+                           places=5)
+    rotations = poses[:, :3, :3]
+    np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1),
+                               np.broadcast_to(np.eye(3), rotations.shape),
+                               atol=1e-5)
+    up = rotations[:, :, 1].mean(0)
+    np.testing.assert_allclose(up / np.linalg.norm(up), [0, 1, 0], atol=1e-5)
+    # A similarity: distances scale uniformly; cameras still see TARGET.
+    scale = np.linalg.norm(centers[0] - centers[1]) / np.linalg.norm(
+        original[0, :3, 3] - original[1, :3, 3])
+    np.testing.assert_allclose(
+        np.linalg.norm(centers[2] - centers[5]),
+        scale * np.linalg.norm(original[2, :3, 3] - original[5, :3, 3]),
+        rtol=1e-5)
+    transform = scene.metadata['world_transform']
+    target = (transform @ np.append(TARGET, 1.0))[:3]
+    for pose in poses:
+      view = target - pose[:3, 3]
+      np.testing.assert_allclose(view / np.linalg.norm(view), -pose[:3, 2],
+                                 atol=1e-5)
+    np.testing.assert_allclose(
+        (transform @ np.append(original[0, :3, 3], 1.0))[:3], centers[0],
+        atol=1e-5)
+
+  def test_default_and_given_ranges(self):
+    scene = nerfstudio.load_nerfstudio(self.root)
+    self.assertEqual(scene.train.near, nerfstudio.DEFAULT_NEAR)
+    self.assertEqual(scene.scene_bound, nerfstudio.DEFAULT_SCENE_BOUND)
+    self.assertGreater(scene.train.far, 1.5 * np.sqrt(3.0))
+    self.assertLessEqual(scene.train.far, 1.0 + 1.5 * np.sqrt(3.0) + 1e-6)
+    self.meta.update(near=1.0, far=8.0)
+    self._write()
+    given = nerfstudio.load_nerfstudio(
+        os.path.join(self.root, 'transforms.json'))
+    scale = given.metadata['world_transform'][0, :3]
+    scale = np.linalg.norm(scale)
+    self.assertAlmostEqual(given.train.near, 1.0 * scale, places=5)
+    self.assertAlmostEqual(given.train.far, 8.0 * scale, places=5)
+    _, poses = self._all(given)
+    self.assertAlmostEqual(given.scene_bound,
+                           np.abs(poses[:, :3, 3]).max() + 8.0 * scale,
+                           places=5)
+
+  def test_max_frames_keeps_normalization(self):
+    full = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    few = nerfstudio.load_nerfstudio(self.root, holdout=4, max_frames=1,
+                                     appearance='per_frame')
+    self.assertLen(few.train, 1)
+    np.testing.assert_allclose(few.train.poses[0], full.train.poses[0])
+
+  def _expect(self, phrase, path=None, **kwargs):
+    with self.assertRaises(base.DataError) as ctx:
+      nerfstudio.load_nerfstudio(path or self.root, **kwargs)
+    self.assertIn(phrase, str(ctx.exception))
+    return str(ctx.exception)
+
+  def test_missing_path_and_json(self):
+    self._expect('does not exist', os.path.join(self.root, 'nope'))
+    os.remove(os.path.join(self.root, 'transforms.json'))
+    self._expect('transforms.json does not exist')
+
+  def test_bad_split(self):
+    self.meta['frames'][0]['split'] = 'training'
+    self._write()
+    self._expect("has split 'training'")
+
+  def test_unsupported_camera(self):
+    self.meta['camera_model'] = 'OPENCV_FISHEYE'
+    self._write()
+    self._expect('not supported')
+
+  def test_mixed_sizes_without_intrinsics(self):
+    frame = self.meta['frames'][-3]  # f02, the bigger image.
+    for key in ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h'):
+      del frame[key]
+    self._write()
+    self._expect('share one size', holdout=4)
+
+  @parameterized.named_parameters(
+      ('missing_image', 'file_path', 'images/gone.png', 'does not exist'),
+      ('bad_pose', 'transform_matrix', [[1, 0], [0, 1]], 'must be a 4x4'),
+      ('bad_id', 'appearance_id', 'x', 'non-negative integer'),
+  )
+  def test_bad_frame(self, key, value, phrase):
+    self.meta['frames'][0][key] = value
+    self._write()
+    self._expect(phrase)
+
+  def test_no_focal(self):
+    for key in ('fl_x', 'fl_y'):
+      del self.meta[key]
+    self._write()
+    self._expect('no focal length')
+
+  def test_unknown_dataset_name(self):
+    with self.assertRaises(base.DataError) as ctx:
+      scenes.load_scene('colmap', self.root)
+    self.assertIn("['blender', 'llff', 'nerfstudio']", str(ctx.exception))
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -38,6 +38,7 @@ from condnerf import structs
 from condnerf import writers
 from condnerf.data import sampler as sampler_lib
 from condnerf.data import scenes
+from condnerf.evaluators import image_metrics
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -146,11 +147,15 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
 
   def per_device(state, batch, noise):
     trainable = {'params': state.params, 'codes': state.codes}
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(trainable, batch, noise)
+    # Mark the replicated weights as per-device values, so each device's
+    # gradient stays its own (pmap semantics) until the one explicit pmean;
+    # otherwise shard_map's transpose would already psum them.
+    local = lax.pcast(trainable, parallel.AXIS, to='varying')
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(local, batch, noise)
     grads, metrics = lax.pmean((grads, metrics), parallel.AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    metrics['grad_norm'] = optax.global_norm(grads)
+    metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['psnr'] = metrics_lib.mse_to_psnr(metrics['mse'])
     new_state = state.replace(step=state.step + 1, params=trainable['params'],
                               codes=trainable['codes'], opt_state=opt_state)
@@ -281,7 +286,6 @@ def train_and_evaluate(config, workdir, experiment=None):
     TrainingDivergedError: the loss became NaN/inf (the last good checkpoint
       is kept).
   """
-  from condnerf.evaluators import image_metrics  # pylint: disable=g-import-not-at-top
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   exp = build_experiment(config) if experiment is None else experiment
@@ -294,8 +298,26 @@ def train_and_evaluate(config, workdir, experiment=None):
   if is_main:
     checkpointing.save_config_json(workdir, json.loads(config.to_json()))
   writer = writers.MetricWriter(workdir, enabled=is_main)
-  writer.write_hparams(json.loads(config.to_json()))
+  try:
+    state = _train_loop(exp, state, ckpt, writer, workdir, train_key)
+    evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
+                                        max_images=config.eval.max_images,
+                                        save_images=config.eval.save_images)
+    results = evaluator.run(state, os.path.join(workdir, 'eval'))
+    writer.write_scalars(int(jax.device_get(state.step)),
+                         {'psnr': results['psnr'], 'ssim': results['ssim']},
+                         split='eval')
+  finally:
+    writer.close()
+    ckpt.close()
+  return results
 
+
+def _train_loop(exp, state, ckpt, writer, workdir, train_key):
+  """Steps until train.steps or train.minutes; returns the final state."""
+  config = exp.config
+  is_main = jax.process_index() == 0
+  writer.write_hparams(json.loads(config.to_json()))
   tc = config.train
   sampler = sampler_lib.RaySampler(exp.scene.train, tc.batch_size, config.seed,
                                    jax.process_index(), jax.process_count())
@@ -329,26 +351,20 @@ def train_and_evaluate(config, workdir, experiment=None):
       window, window_start, window_steps = None, time.time(), 0
     pbar.update(1)
     if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-      if last_checked != step:
-        _check_finite(jax.device_get(step_metrics), step)
+      _check_finite(jax.device_get(step_metrics), step)
+      _check_state_finite(state, step)
       ckpt.save(step, state.as_dict())
     if tc.val_every and step % tc.val_every == 0:
       _validate(exp, state, step, workdir, writer, is_main)
   pbar.close()
   if last_checked != step and step > start:
     _check_finite(jax.device_get(step_metrics), step)
-  ckpt.save(step, state.as_dict(), force=True)
+  if ckpt.latest_step() != step:
+    _check_state_finite(state, step)
+    ckpt.save(step, state.as_dict(), force=True)
   ckpt.wait_until_finished()
   writer.flush()
-  evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
-                                      max_images=config.eval.max_images,
-                                      save_images=config.eval.save_images)
-  results = evaluator.run(state, os.path.join(workdir, 'eval'))
-  writer.write_scalars(step, {'psnr': results['psnr'],
-                              'ssim': results['ssim']}, split='eval')
-  writer.close()
-  ckpt.close()
-  return results
+  return state
 
 
 def _check_finite(step_metrics, step):
@@ -359,6 +375,20 @@ def _check_finite(step_metrics, step):
         f'Training diverged at step {step}: {bad}. The last good checkpoint '
         'is kept; lower optim.lr_init or enable optim.clip_grad_norm and '
         'restart from it.')
+
+
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
+                            for x in jax.tree.leaves(tree)]))
+
+
+def _check_state_finite(state, step):
+  if not bool(_all_finite((state.params, state.codes))):
+    raise TrainingDivergedError(
+        f'Training diverged at step {step}: the parameters are not finite. '
+        'The last good checkpoint is kept; lower optim.lr_init or enable '
+        'optim.clip_grad_norm and restart from it.')
 
 
 def _validate(exp, state, step, workdir, writer, is_main):

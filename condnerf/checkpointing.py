@@ -1,0 +1,398 @@
+"""Checkpoints of the training state, and the run's `config.json`.
+
+Owns the on-disk layout of a run's checkpoints: one Orbax `CheckpointManager`
+directory with a step folder per save, each holding a single item named
+`state`, the pytree `{'step', 'params', 'codes', 'opt_state'}` written with
+`StandardSave`. Optax states (named tuples) are saved as ordinary pytrees and
+come back with the structure of the abstract tree given to `restore`. This
+module also owns `workdir/config.json`, the resolved config of the run.
+
+It does not own what the state contains (`train_lib.py` builds it), when to
+save (the loop decides; `save_interval_steps` only filters), or which process
+logs. Every public method must be called on every process: Orbax coordinates
+them (each writes its own shards; process 0 writes the metadata, renames and
+deletes), so there is no host-only branch here. Every process reads the same
+files, so all of them make the same fallback decisions in `restore`.
+
+Guarantees:
+  * Saving is atomic. Orbax writes a step into `<step>.orbax-checkpoint-tmp-*`
+    and renames it to `<step>` once every array is committed. Old steps beyond
+    `max_to_keep` are deleted only after that rename, so a crash or error
+    during a save leaves the previous checkpoint intact. Leftover tmp folders
+    are reported by `restore` and removed.
+  * `restore` reads each step's metadata before touching any array. A tree or
+    shape that differs from the abstract state raises `CheckpointMismatchError`
+    (the workdir belongs to another model configuration). A step that cannot
+    be read is logged and skipped in favour of the next older one; a later
+    `save` of that same step number replaces it.
+"""
+
+from collections.abc import Mapping
+import json
+import os
+import tempfile
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+_ITEM = 'state'
+CONFIG_FILENAME = 'config.json'
+
+
+class CheckpointMismatchError(ValueError):
+  """The checkpoint's tree or array shapes differ from the model's."""
+
+
+class CheckpointCorruptError(RuntimeError):
+  """No requested checkpoint step could be read."""
+
+
+class Checkpointer:
+  """Saves and restores the training state in one checkpoint directory.
+
+  Example:
+    ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), max_to_keep=3)
+    state, step = ckpt.restore(jax.eval_shape(init_fn, key))
+    ...
+    ckpt.save(step, state)
+    ckpt.close()
+  """
+
+  def __init__(self, directory, max_to_keep=3, save_interval_steps=1):
+    """Opens (creating if needed) a checkpoint directory.
+
+    Args:
+      directory: path of the folder that holds one sub-folder per step.
+      max_to_keep: number of newest steps kept; older ones are deleted after a
+        newer save is finalised. None keeps every step.
+      save_interval_steps: `save` without `force` writes only when the step
+        is a multiple of this.
+    """
+    self._directory = os.path.abspath(os.fspath(directory))
+    # Unfinalised step folders left by an interrupted save. Orbax never lists
+    # them as steps and removes them when the manager is created
+    # (`cleanup_tmp_directories`), so note them first to report in `restore`.
+    self._unfinalized_steps = _unfinalized_steps(self._directory)
+    # Steps found unreadable by `restore`; `save` replaces them.
+    self._bad_steps = set()
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep,
+        save_interval_steps=save_interval_steps,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
+    self._manager = ocp.CheckpointManager(
+        self._directory,
+        options=options,
+        item_handlers={_ITEM: ocp.StandardCheckpointHandler()},
+    )
+
+  @property
+  def directory(self) -> str:
+    return self._directory
+
+  def save(self, step: int, state: Mapping[str, Any], force=False) -> bool:
+    """Starts an asynchronous save of `state` as checkpoint `step`.
+
+    The arrays are copied to host memory before this returns, so `state` may
+    be donated or changed afterwards. The write finishes in the background;
+    the next `save`, `restore`, `wait_until_finished` or `close` waits for it
+    and re-raises any error it hit.
+
+    Args:
+      step: training step, used as the folder name.
+      state: pytree `{'step', 'params', 'codes', 'opt_state'}` of jax or numpy
+        arrays.
+      force: save even if `step` is not a multiple of `save_interval_steps`.
+
+    Returns:
+      True if a save was started; False if the interval skipped it or `step`
+      is already saved.
+    """
+    step = int(step)
+    self.wait_until_finished()
+    if step in self._manager.all_steps():
+      if step not in self._bad_steps:
+        logging.info('Checkpoint for step %d already exists; not saving it '
+                     'again.', step)
+        return False
+      logging.warning('Replacing unreadable checkpoint for step %d in %s.',
+                      step, self._directory)
+      self._manager.delete(step)
+      self._bad_steps.discard(step)
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)}),
+        force=force)
+
+  def latest_step(self) -> int | None:
+    """Returns the newest step folder, or None when there is none.
+
+    This is the newest finalised save (or one in flight), not necessarily a
+    readable one; `restore` reports the step it actually used.
+    """
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    """Returns every saved step, oldest first."""
+    return sorted(self._manager.all_steps())
+
+  def restore(self, abstract_state, step=None):
+    """Restores a checkpoint into the structure and shardings of a template.
+
+    With `step=None`, tries the newest step first. A step whose files cannot
+    be read (deleted or truncated files, missing metadata) is logged with a
+    warning and skipped for the next older one.
+
+    Args:
+      abstract_state: pytree of `jax.ShapeDtypeStruct`, e.g. from
+        `jax.eval_shape`, with the structure of the saved state. Leaves that
+        carry a `sharding` come back as `jax.Array`s placed with it (give
+        shardings in multi-process runs); the others as Orbax restores them
+        by default (numpy for leaves saved from numpy).
+      step: a specific step to restore, or None for the newest readable one.
+
+    Returns:
+      `(state, step)`: the restored pytree (same structure as
+      `abstract_state`) and its step; `(None, None)` if the directory holds no
+      checkpoint.
+
+    Raises:
+      CheckpointMismatchError: a checkpoint's tree structure or a leaf's
+        shape or dtype differs from `abstract_state`.
+      CheckpointCorruptError: no candidate step could be read.
+      ValueError: `step` was given but is not saved.
+    """
+    self.wait_until_finished()
+    saved = self.all_steps()
+    if step is not None:
+      step = int(step)
+      if step not in saved:
+        raise ValueError(f'No checkpoint for step {step} in {self._directory};'
+                         f' saved steps: {saved}.')
+      candidates = [step]
+    else:
+      candidates = saved[::-1]
+      for tmp_step, path in self._unfinalized_steps:
+        logging.warning(
+            'Ignoring unfinalized checkpoint for step %d at %s (a save was '
+            'interrupted before it completed).', tmp_step, path)
+      self._unfinalized_steps = []  # Reported once; Orbax has removed them.
+    if not candidates:
+      return None, None
+
+    failures = []
+    for candidate in candidates:
+      try:
+        metadata = self._read_metadata(candidate)
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        # Orbax and tensorstore raise OSError, ValueError or KeyError,
+        # depending on which file is damaged.
+        failures.append(self._report_bad(candidate, e))
+        continue
+      _check_matches(metadata, abstract_state, candidate, self._directory)
+      try:
+        restored = self._manager.restore(
+            candidate,
+            args=ocp.args.Composite(
+                **{_ITEM: ocp.args.StandardRestore(abstract_state)}))
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        failures.append(self._report_bad(candidate, e))
+        continue
+      if candidate != candidates[0]:
+        logging.warning('Restored checkpoint step %d instead of step %d.',
+                        candidate, candidates[0])
+      return restored[_ITEM], candidate
+    raise CheckpointCorruptError(
+        f'No readable checkpoint among steps {candidates} in '
+        f'{self._directory}:\n' + '\n'.join(failures))
+
+  def wait_until_finished(self):
+    """Blocks until the save in flight (if any) is written and finalised.
+
+    Raises:
+      Exception: whatever error made the background save fail. The failed
+        step is then absent from `all_steps`, and no older step was deleted.
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception:
+      # Orbax updates its in-memory step list when a save starts; re-read the
+      # directory so the failed step is not listed and retired steps
+      # (still on disk) are.
+      self._manager.reload()
+      raise
+
+  def close(self):
+    """Waits for pending saves and releases the manager's resources."""
+    try:
+      self.wait_until_finished()
+    finally:
+      self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+  def _read_metadata(self, step):
+    """Returns the saved tree metadata of `step`; raises if unreadable."""
+    metadata = self._manager.metadata(step).item_metadata[_ITEM]
+    if metadata is None:
+      # Orbax returns None (and logs) when the item's _METADATA file is gone.
+      raise FileNotFoundError(f'no readable metadata for item {_ITEM!r}')
+    return metadata
+
+  def _report_bad(self, step, error):
+    """Logs an unreadable step, remembers it, and returns a summary line."""
+    self._bad_steps.add(step)
+    summary = f'step {step}: {type(error).__name__}: {error}'
+    logging.warning(
+        'Checkpoint for step %d in %s is corrupt or incomplete and is '
+        'skipped: %s', step, self._directory, summary)
+    return summary
+
+
+def _unfinalized_steps(directory):
+  """Returns `(step, path)` for each interrupted save left in `directory`."""
+  if not os.path.isdir(directory):
+    return []
+  try:
+    tmp_paths = ocp.utils.tmp_checkpoints(directory)
+  except OSError:
+    # Process 0 may already be deleting them; they only feed a warning.
+    return []
+  found = []
+  for tmp in tmp_paths:
+    path = tmp.get()
+    try:
+      step = ocp.utils.step_from_checkpoint_name(os.path.basename(str(path)))
+    except ValueError:
+      continue
+    found.append((step, str(path)))
+  return sorted(found)
+
+
+def _key_name(key):
+  """Renders one pytree path entry as a plain string."""
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _leaf_specs(tree):
+  """Maps 'a/b/0/c' paths to `(shape, dtype)` for every leaf of `tree`.
+
+  The dtype is None where it carries no configuration: Python scalars saved
+  by Orbax (`ScalarMetadata`, stored as 64-bit) and weakly typed abstract
+  leaves (what `jax.eval_shape` makes of a Python number).
+  """
+  specs = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = '/'.join(_key_name(k) for k in path)
+    shape = tuple(getattr(leaf, 'shape', ()))
+    dtype = getattr(leaf, 'dtype', None)
+    if (dtype is None or isinstance(leaf, ocp.metadata.ScalarMetadata) or
+        getattr(leaf, 'weak_type', False)):
+      specs[name] = (shape, None)
+    else:
+      specs[name] = (shape, np.dtype(dtype))
+  return specs
+
+
+def _describe(spec):
+  if spec is None:
+    return 'no such leaf'
+  shape, dtype = spec
+  dtype_name = 'unknown dtype' if dtype is None else dtype.name
+  return f'{dtype_name}{list(shape)}'
+
+
+def _same(got, want):
+  if got is None or want is None or got[0] != want[0]:
+    return False
+  return got[1] is None or want[1] is None or got[1] == want[1]
+
+
+def _check_matches(metadata, abstract_state, step, directory):
+  """Raises CheckpointMismatchError naming the first leaf that differs.
+
+  Leaves are visited shallowest first (so `params/...` is reported before the
+  optimizer moments that mirror it), in pytree order within a depth.
+  """
+  saved = _leaf_specs(metadata)
+  wanted = _leaf_specs(abstract_state)
+  paths = list(wanted) + [p for p in saved if p not in wanted]
+  differing = [p for p in paths if not _same(saved.get(p), wanted.get(p))]
+  if not differing:
+    return
+  path = min(differing, key=lambda p: p.count('/'))
+  raise CheckpointMismatchError(
+      f'Checkpoint step {step} in {directory} does not match the model: '
+      f'{len(differing)} leaves differ, first at {path!r}: checkpoint has '
+      f'{_describe(saved.get(path))}, model expects '
+      f'{_describe(wanted.get(path))}. This workdir belongs to a different '
+      'model configuration. Use a new --workdir, or run with the config that '
+      f'wrote it (see {CONFIG_FILENAME} in the workdir).')
+
+
+def _json_default(value):
+  """Converts numpy values (and tuples inside them) for `json.dump`."""
+  if isinstance(value, np.generic):
+    return value.item()
+  if isinstance(value, np.ndarray):
+    return value.tolist()
+  raise TypeError(f'{type(value).__name__} is not JSON serialisable: '
+                  f'{value!r}')
+
+
+def save_config_json(workdir, config_dict) -> str:
+  """Atomically writes the resolved config to `workdir/config.json`.
+
+  The text goes to a temporary file in `workdir` that is then renamed over
+  the target, so readers never see a partial file. Safe to call from every
+  process (each writes identical text through its own temporary file), though
+  the runner normally calls it on process 0 only.
+
+  Args:
+    workdir: run directory; created if missing.
+    config_dict: nested mapping of JSON-compatible values, or an object with
+      a `to_dict()` method (an `ml_collections.ConfigDict`).
+
+  Returns:
+    The path written.
+  """
+  if hasattr(config_dict, 'to_dict'):
+    config_dict = config_dict.to_dict()
+  text = json.dumps(config_dict, indent=2, sort_keys=True,
+                    default=_json_default) + '\n'
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  fd, tmp_path = tempfile.mkstemp(prefix='.config.', suffix='.tmp',
+                                  dir=workdir)
+  try:
+    with os.fdopen(fd, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp_path, path)
+  except BaseException:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise
+  return path
+
+
+def load_config_json(workdir) -> dict | None:
+  """Returns the dict in `workdir/config.json`, or None if there is none."""
+  path = os.path.join(workdir, CONFIG_FILENAME)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+

@@ -1,0 +1,1 @@
+"""Experiment configs: each is a small diff of condnerf.configs.base."""

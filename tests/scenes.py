@@ -1,0 +1,41 @@
+"""Tiny in-memory scenes for tests (no files)."""
+
+import numpy as np
+
+from condnerf import cameras
+from condnerf.data import base
+from condnerf.data import procedural
+
+
+def tiny_frames(num, size, seed, num_codes):
+  """Views of the procedural chair, each tinted by its code id."""
+  del seed  # The views are fixed; kept for call-site symmetry.
+  poses = []
+  for i in range(num):
+    angle = 2 * np.pi * i / num + 0.3
+    position = 4.0 * np.array([np.cos(angle), np.sin(angle), 0.6])
+    poses.append(cameras.look_at(position, (0, 0, 0)))
+  poses = np.stack(poses)
+  focal = cameras.focal_from_fov(size, 0.7)
+  intrinsics = np.tile([focal, focal, size / 2, size / 2],
+                       (num, 1)).astype(np.float32)
+  rgb, alpha, depth = procedural.render_chair(poses, intrinsics, size, size)
+  ids = (np.arange(num) % num_codes).astype(np.int32)
+  tints = np.array([[1.0, 1.0, 1.0], [0.3, 0.6, 1.0], [0.5, 1.0, 0.4]])
+  rgb = rgb * tints[ids % len(tints), None, None, :]
+  images = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+  return base.Frames(
+      images=[im.astype(np.float32) for im in images],
+      alphas=list(alpha), poses=poses, intrinsics=intrinsics,
+      depths=list(depth),
+      appearance_ids=ids,
+      names=[f'frame_{i}' for i in range(num)], near=2.0, far=6.0)
+
+
+def tiny_scene(num_train=4, num_test=2, size=16, num_codes=2, seed=0):
+  """A few views of the tinted procedural chair around the origin."""
+  test = tiny_frames(num_test, size, seed + 1, num_codes)
+  return base.validate_scene(base.Scene(
+      train=tiny_frames(num_train, size, seed, num_codes), val=test,
+      test=test, num_codes=num_codes, background=np.ones(3, np.float32),
+      scene_bound=1.5, up=np.array([0.0, 0.0, 1.0], np.float32)))

@@ -1,0 +1,90 @@
+"""End to end through the CLI: train -> eval -> render on a tiny scene."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+from condnerf.data import procedural
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def run_main(*args, expect_ok=True):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.main', *args], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=600, check=False)
+  if expect_ok and proc.returncode != 0:
+    raise AssertionError(f'{args} failed:\n{proc.stderr[-3000:]}')
+  return proc
+
+
+class CliTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    cls.data = os.path.join(cls.tmp.name, 'chair')
+    procedural.write_chair_dataset(cls.data, resolution=16, num_train=4,
+                                   num_val=1, num_test=2)
+    cls.config = [
+        '--config=experiments/configs/lego.py:runlocal',
+        f'--config.data.path={cls.data}',
+    ]
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def test_train_eval_render(self):
+    workdir = os.path.join(self.tmp.name, 'run')
+    proc = run_main(*self.config, f'--workdir={workdir}', '--mode=train')
+    self.assertIn('test PSNR', proc.stdout)
+    for name in ('config.json', 'metrics.jsonl', 'eval/metrics.json',
+                 'eval/rgb_000.png', 'eval/depth_000.png', 'eval/acc_000.png',
+                 'eval/contact_sheet.png', 'val/step_0000002.png'):
+      self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
+    with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+      trained = json.load(f)
+    self.assertEqual(set(trained), {'psnr', 'ssim', 'num_images', 'seconds',
+                                    'per_image'})
+    self.assertLen(trained['per_image'], 2)
+    run_main(*self.config, f'--workdir={workdir}', '--mode=eval')
+    with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+      evaluated = json.load(f)
+    self.assertAlmostEqual(evaluated['psnr'], trained['psnr'], places=4)
+    run_main(*self.config, f'--workdir={workdir}', '--mode=render')
+    self.assertTrue(os.path.exists(os.path.join(workdir, 'render',
+                                                'path.gif')))
+
+  def test_unknown_config_key_fails(self):
+    proc = run_main(*self.config, '--workdir=/nonexistent/never',
+                    '--config.model.no_such_key=3', expect_ok=False)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('no_such_key', proc.stderr)
+    self.assertFalse(os.path.exists('/nonexistent/never'))
+
+  def test_eval_without_checkpoint_explains(self):
+    workdir = os.path.join(self.tmp.name, 'empty')
+    proc = run_main(*self.config, f'--workdir={workdir}', '--mode=eval',
+                    expect_ok=False)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('No checkpoint', proc.stderr)
+
+  def test_missing_dataset_explains(self):
+    proc = run_main('--config=experiments/configs/lego.py:runlocal',
+                    '--config.data.path=/nonexistent/data',
+                    f'--workdir={self.tmp.name}/x', expect_ok=False)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('/nonexistent/data', proc.stderr)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,161 @@
+"""The data-parallel train step: device-count invariance and single compile."""
+
+import json
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import numpy as np
+
+from condnerf import checkpointing
+from condnerf import eval_lib
+from condnerf import parallel
+from condnerf import train_lib
+from condnerf.configs import base
+from condnerf.data import sampler as sampler_lib
+from tests import scenes
+
+
+def tiny_config(sampler='hierarchical'):
+  config = base.get_config('runlocal')
+  config.model.sampler = sampler
+  config.train.batch_size = 64
+  return config
+
+
+class TrainStepTest(parameterized.TestCase):
+
+  @parameterized.parameters('hierarchical', 'proposal')
+  def test_eight_devices_equal_one_device(self, sampler):
+    self.assertGreaterEqual(jax.device_count(), 8)
+    config = tiny_config(sampler)
+    scene = scenes.tiny_scene()
+    batch = sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0)
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:8]):
+      exp = train_lib.build_experiment(
+          config, scene=scene, mesh=parallel.create_mesh(devices))
+      state = exp.init_state(jax.random.key(0))
+      key = jax.random.key(1)
+      for step in range(2):
+        state, metrics = exp.train_step(
+            state, parallel.shard_batch(batch, exp.mesh),
+            jax.random.fold_in(key, step))
+      self.assertEqual(exp.train_step._cache_size(), 1)  # compiled once.
+      results.append(jax.device_get((state, metrics)))
+    (state1, metrics1), (state8, metrics8) = results
+    chex.assert_trees_all_close(state1.params, state8.params, atol=1e-5)
+    chex.assert_trees_all_close(state1.codes, state8.codes, atol=1e-5)
+    chex.assert_trees_all_close(metrics1, metrics8, rtol=1e-5, atol=1e-6)
+    self.assertEqual(int(state8.step), 2)
+
+  def test_training_reduces_loss(self):
+    config = tiny_config()
+    config.optim.lr_init, config.optim.warmup_steps = 2e-2, 0
+    scene = scenes.tiny_scene()
+    exp = train_lib.build_experiment(config, scene=scene)
+    state = exp.init_state(jax.random.key(0))
+    batch = parallel.shard_batch(
+        sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0), exp.mesh)
+    losses = []
+    for step in range(60):
+      state, metrics = exp.train_step(state, batch, jax.random.key(step))
+      losses.append(float(metrics['loss']))
+    self.assertLess(losses[-1], 0.6 * losses[0])
+    self.assertTrue(np.all(np.isfinite(losses)))
+
+  def test_batch_not_divisible_by_devices_is_refused(self):
+    config = tiny_config()
+    config.train.batch_size = 12
+    with self.assertRaisesRegex(ValueError, 'divisible by the 8 devices'):
+      train_lib.build_experiment(config, scene=scenes.tiny_scene())
+
+
+class LoopTest(absltest.TestCase):
+  """train_and_evaluate: resume equivalence, divergence, outputs."""
+
+  def setUp(self):
+    super().setUp()
+    self.workdir = self.enter_context(tempfile.TemporaryDirectory())
+    self.scene = scenes.tiny_scene()
+
+  def _config(self, steps):
+    config = tiny_config()
+    config.train.update(steps=steps, checkpoint_every=0, val_every=0,
+                        log_every=1)
+    config.eval.max_images = 1
+    return config
+
+  def _params(self, workdir, config):
+    exp = train_lib.build_experiment(config, scene=self.scene)
+    _, state = eval_lib.load_trained(config, workdir, exp)
+    return jax.device_get(state)
+
+  def test_resume_equals_uninterrupted(self):
+    n = 3
+    straight = os.path.join(self.workdir, 'straight')
+    split = os.path.join(self.workdir, 'split')
+    config = self._config(2 * n)
+    train_lib.train_and_evaluate(config, straight, train_lib.build_experiment(
+        config, scene=self.scene))
+    half = self._config(n)
+    half.optim = config.optim  # same schedule horizon as the full run.
+    train_lib.train_and_evaluate(half, split, train_lib.build_experiment(
+        half, scene=self.scene))
+    # Resume with the full step count; the optimizer was built for 2n steps
+    # in both runs, so the learning-rate schedule is identical.
+    train_lib.train_and_evaluate(config, split, train_lib.build_experiment(
+        config, scene=self.scene))
+    a, b = self._params(straight, config), self._params(split, config)
+    self.assertEqual(int(a.step), 2 * n)
+    self.assertEqual(int(b.step), 2 * n)
+    chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
+    chex.assert_trees_all_close(a.codes, b.codes, atol=1e-6)
+    self.assertTrue(os.path.exists(os.path.join(split, 'config.json')))
+    self.assertTrue(os.path.exists(os.path.join(split, 'eval',
+                                                'metrics.json')))
+    with open(os.path.join(split, 'metrics.jsonl')) as f:
+      lines = [json.loads(line) for line in f]
+    self.assertEqual([r['step'] for r in lines if r['split'] == 'train'],
+                     list(range(1, 2 * n + 1)))
+
+  def test_nan_loss_stops_with_step_and_keeps_checkpoint(self):
+    config = self._config(4)
+    config.train.checkpoint_every = 2
+    exp = train_lib.build_experiment(config, scene=self.scene)
+    train_lib.train_and_evaluate(config, self.workdir, exp)
+    config.train.steps = 8
+    config.optim.lr_init = float('nan')
+    config.optim.codes_lr_init = float('nan')
+    exp = train_lib.build_experiment(config, scene=self.scene)
+    # Step 5 applies the first NaN update; step 6's loss is the first NaN.
+    with self.assertRaisesRegex(train_lib.TrainingDivergedError,
+                                'diverged at step 6'):
+      train_lib.train_and_evaluate(config, self.workdir, exp)
+    state = self._params(self.workdir, config)
+    self.assertEqual(int(state.step), 4)
+    self.assertTrue(all(np.all(np.isfinite(x))
+                        for x in jax.tree.leaves(state.params)))
+
+  def test_checkpoint_of_other_model_is_refused(self):
+    config = self._config(1)
+    train_lib.train_and_evaluate(config, self.workdir,
+                                 train_lib.build_experiment(
+                                     config, scene=self.scene))
+    with open(os.path.join(self.workdir, 'config.json')) as f:
+      before = f.read()
+    config.model.field.width = 48
+    with self.assertRaisesRegex(checkpointing.CheckpointMismatchError,
+                                'different model'):
+      train_lib.train_and_evaluate(config, self.workdir,
+                                   train_lib.build_experiment(
+                                       config, scene=self.scene))
+    with open(os.path.join(self.workdir, 'config.json')) as f:
+      self.assertEqual(f.read(), before)  # nothing overwritten.
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -6,7 +6,13 @@ metrics.jsonl, tb/, val/, eval/ (metrics.json, PNGs, contact_sheet.png).
 """
 
 import os
-import time
+
+# On a CPU host, expose every core as a device so the data-parallel step
+# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
+os.environ.setdefault(
+    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
+
+import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from absl import app
 from absl import flags

@@ -8,7 +8,14 @@ Override any field with `--config.section.key=value`; the config is locked,
 so a key that does not exist is an error.
 """
 
-from absl import app
+import os
+
+# On a CPU host, expose every core as a device so the data-parallel step
+# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
+os.environ.setdefault(
+    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax

@@ -123,14 +123,16 @@ def get_config(arg=None):
 def apply_fast(config):
   """Hash grid + proposal sampling: far fewer FLOPs per ray."""
   config.model.sampler = 'proposal'
-  config.model.num_samples = (64, 32)
+  config.model.num_samples = (48, 24)
   config.model.field.update(
       encoding='hashgrid', width=64, depth=1, skip=-1, feature_dim=15,
-      density_activation='exp', density_bias=0.0, hash_log2_table_size=17)
+      density_activation='exp', density_bias=0.0, hash_levels=8,
+      hash_log2_table_size=15, hash_max_resolution=512)
+  config.model.proposal_field.update(hash_log2_table_size=12)
   config.model.head.update(width=64, depth=2)
   config.optim.update(lr_init=1e-2, lr_final=1e-3, warmup_steps=50, eps=1e-15,
                       codes_lr_init=1e-2, codes_lr_final=1e-3)
-  config.train.batch_size = 4096
+  config.train.batch_size = 1024
 
 
 def apply_runlocal(config):

@@ -21,8 +21,8 @@ def get_config(arg=None):
   # Procedural-scene generation settings (read by experiments.demo).
   config.data.procedural = dict(resolution=64, num_train=60, num_val=4,
                                 num_test=16, num_appearances=8)
-  config.train.steps = 3000
-  config.train.minutes = 6.0
+  config.train.steps = 2500
+  config.train.minutes = 7.0
   config.train.log_every = 50
   config.train.checkpoint_every = 1000
   config.train.val_every = 1000

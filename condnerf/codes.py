@@ -5,10 +5,15 @@ table; it receives one code vector per ray. Everything here is a pure array
 function, so swapping, interpolating or mixing appearances is plain jnp.
 Row -1 in an id array means "the mean of all codes" (frames that were never
 given a code of their own, e.g. test views in per-frame-code training).
+Named codes travel between runs, notebooks and users in `.npz` code banks
+(`save_bank`, `load_bank`, `bank_code`).
 """
+
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def init_codes(key, num_codes, code_dim, scale=0.01):
@@ -72,3 +77,46 @@ def mix(table, weights):
 def mean_code(codes):
   """f32[code_dim], the mean appearance code."""
   return jnp.mean(codes['appearance'], axis=0)
+
+
+class CodeBankError(KeyError):
+  """A code name is missing from a bank, or the bank file is unreadable."""
+
+  def __str__(self):
+    return str(self.args[0])
+
+
+def save_bank(path, named_codes):
+  """Adds named codes to an `.npz` code bank (atomic; keeps other names).
+
+  Args:
+    path: the bank file; created if missing.
+    named_codes: dict name -> f32[code_dim].
+  """
+  bank = load_bank(path) if os.path.exists(path) else {}
+  for name, code in named_codes.items():
+    code = np.asarray(code, np.float32)
+    if code.ndim != 1:
+      raise ValueError(f'Code {name!r} must be a vector, got {code.shape}.')
+    bank[str(name)] = code
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f'{path}.tmp.npz'
+  np.savez(tmp, **bank)
+  os.replace(tmp, path)
+
+
+def load_bank(path):
+  """dict name -> f32[code_dim] from an `.npz` code bank."""
+  if not os.path.exists(path):
+    raise CodeBankError(f'No code bank at {path}; save codes first.')
+  with np.load(path) as data:
+    return {name: np.asarray(data[name], np.float32) for name in data.files}
+
+
+def bank_code(path, name):
+  """One named code from a bank; the error lists the names there are."""
+  bank = load_bank(path)
+  if name not in bank:
+    raise CodeBankError(f'Code {name!r} is not in {path}; it has '
+                        f'{sorted(bank)}.')
+  return bank[name]

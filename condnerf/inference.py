@@ -1,22 +1,51 @@
 """Full-image rendering shared by evaluation, editing and notebooks.
 
-Owns `make_render_step` (a jitted, data-parallel, deterministic render of a
-flat batch of rays with a given code table) and `render_image`, which
-chunks an image's rays, pads the last chunk to the mesh, renders and
-reassembles. Every caller that turns rays into pixels goes through here.
+Owns `shade` (final-level colors on given geometry, optionally through a
+color transform, composited), `make_render_step` (a jitted, data-parallel,
+deterministic render of a flat batch of rays with a given code table) and
+`render_rays`/`render_image`, which chunk rays, pad the last chunk to the
+mesh, render and reassemble. Every caller that turns rays into pixels goes
+through here.
 """
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from condnerf import codes as codes_lib
 from condnerf import parallel
+from condnerf import rendering
 
 
-def make_render_step(model, mesh):
-  """Jitted `render_step(params, codes, rays) -> {'rgb', 'depth', 'acc'}`.
+def shade(model, params, level, directions, codes, color_fn=None,
+          color_params=None):
+  """Final-level rendering on given (possibly cached) geometry.
+
+  Args:
+    model: unbound `models.ConditionalNeRF`.
+    params: field parameters.
+    level: the final dict of `model.geometry` (tdist, weights, feature).
+    directions: f32[num_rays, 3], unit ray directions.
+    codes: f32[num_rays, code_dim], per-ray appearance codes.
+    color_fn: None, or `color_fn(color_params, rgb) -> rgb` applied to the
+      per-sample colors f32[num_rays, num_samples, 3] before compositing (a
+      color adapter).
+    color_params: the pytree `color_fn` reads.
+  Returns:
+    `structs.RenderOutput` of the final level.
+  """
+  rgb = model.apply({'params': params}, level, directions, codes,
+                    method='final_colors')
+  if color_fn is not None:
+    rgb = color_fn(color_params, rgb)
+  return rendering.composite(rgb, level['weights'], level['tdist'],
+                             jnp.asarray(model.background, jnp.float32))
+
+
+def make_render_step(model, mesh, color_fn=None):
+  """Jitted `render_step(params, codes, rays, color_params=None)`.
 
   Rays are split over the mesh's 'data' axis; params and codes are
   replicated. Sampling is deterministic (no noise), so a render depends only
@@ -25,23 +54,33 @@ def make_render_step(model, mesh):
   Args:
     model: an unbound `models.ConditionalNeRF`.
     mesh: the data mesh.
+    color_fn: optional per-sample color transform (see `shade`).
   Returns:
     A function of (params, codes {'appearance': f32[num_codes, code_dim]},
-    rays `structs.Rays` [num_rays]) returning f32[num_rays, 3] rgb,
-    f32[num_rays] depth and f32[num_rays] acc of the final level.
+    rays `structs.Rays` [num_rays], color_params) returning a dict with
+    f32[num_rays, 3] rgb, f32[num_rays] depth and f32[num_rays] acc of the
+    final level.
   """
 
-  def per_device(params, codes, rays):
-    code_vecs = codes_lib.lookup(codes, rays.code_ids)
-    final = model.apply({'params': params}, rays, code_vecs)[-1]
-    return {'rgb': final.rgb, 'depth': final.depth, 'acc': final.acc}
+  def per_device(params, codes, rays, color_params):
+    level = model.apply({'params': params}, rays, method='geometry')[-1]
+    out = shade(model, params, level, rays.directions,
+                codes_lib.lookup(codes, rays.code_ids), color_fn,
+                color_params)
+    return {'rgb': out.rgb, 'depth': out.depth, 'acc': out.acc}
 
-  return jax.jit(jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS)),
+  mapped = jax.jit(jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
       out_specs=P(parallel.AXIS)))
 
+  def render_step(params, codes, rays, color_params=None):
+    return mapped(params, codes, rays, color_params)
 
-def render_rays(render_step, params, codes, rays, chunk, mesh):
+  return render_step
+
+
+def render_rays(render_step, params, codes, rays, chunk, mesh,
+                color_params=None):
   """Renders any number of rays in fixed-size chunks.
 
   Every process must call this with the same rays (each renders its share of
@@ -55,6 +94,7 @@ def render_rays(render_step, params, codes, rays, chunk, mesh):
     rays: `structs.Rays` of numpy arrays, leading shape [num_rays].
     chunk: rays per call; rounded up to a multiple of the global device count.
     mesh: the data mesh.
+    color_params: replicated pytree for the render step's color_fn.
   Returns:
     dict of numpy arrays: rgb f32[num_rays, 3], depth f32[num_rays],
     acc f32[num_rays].
@@ -69,7 +109,11 @@ def render_rays(render_step, params, codes, rays, chunk, mesh):
     local = chunk // jax.process_count()
     lo = jax.process_index() * local
     part = jax.tree.map(lambda x, lo=lo: x[lo:lo + local], part)
-    pieces.append(render_step(params, codes, parallel.shard_batch(part, mesh)))
+    piece = render_step(params, codes, parallel.shard_batch(part, mesh),
+                        color_params)
+    # One chunk in flight: queued multi-device programs can deadlock
+    # XLA:CPU's collectives (see train_lib).
+    pieces.append(jax.block_until_ready(piece))
   if jax.process_count() > 1:
     pieces = [multihost_utils.process_allgather(p, tiled=True) for p in pieces]
   out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]),
@@ -77,7 +121,8 @@ def render_rays(render_step, params, codes, rays, chunk, mesh):
   return jax.tree.map(lambda x: x[:num_rays], out)
 
 
-def render_image(render_step, params, codes, rays, chunk, mesh):
+def render_image(render_step, params, codes, rays, chunk, mesh,
+                 color_params=None):
   """Renders rays with leading shape [H, W] into images.
 
   Args:
@@ -87,10 +132,12 @@ def render_image(render_step, params, codes, rays, chunk, mesh):
     rays: `structs.Rays` of numpy arrays with leading shape [H, W].
     chunk: rays per call.
     mesh: the data mesh.
+    color_params: replicated pytree for the render step's color_fn.
   Returns:
     dict: rgb f32[H, W, 3], depth f32[H, W], acc f32[H, W].
   """
   height, width = rays.code_ids.shape
   flat = rays.reshape(height * width)
-  out = render_rays(render_step, params, codes, flat, chunk, mesh)
+  out = render_rays(render_step, params, codes, flat, chunk, mesh,
+                    color_params)
   return jax.tree.map(lambda x: x.reshape((height, width) + x.shape[1:]), out)

@@ -133,6 +133,21 @@ class ConditionalNeRF(nn.Module):
             weights=level['weights'], tdist=level['tdist']))
     return outputs
 
+  def final_colors(self, level, directions, codes):
+    """Per-sample colors of the final level's head on cached geometry.
+
+    Editing computes `geometry(rays)` once and calls this every step, so an
+    edit step costs one small MLP, not the whole field.
+
+    Args:
+      level: the last dict of `geometry`.
+      directions: f32[num_rays, 3], unit ray directions.
+      codes: f32[num_rays, code_dim], per-ray appearance codes.
+    Returns:
+      f32[num_rays, num_samples, 3] colors in [0, 1].
+    """
+    return self.heads[-1](level['feature'], directions, codes)
+
   def __call__(self, rays, codes, noise=None):
     """Renders rays.
 

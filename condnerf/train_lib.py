@@ -328,10 +328,17 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
   window, window_start, window_steps = None, time.time(), 0
   step = start
   last_checked = start
+  batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
   while step < tc.steps and time.time() < deadline:
-    batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
     state, step_metrics = exp.train_step(state, batch,
                                          jax.random.fold_in(train_key, step))
+    # Prepare the next batch while this step runs, then wait for the step:
+    # one step in flight at a time. Queuing many steps of a multi-device
+    # program can deadlock XLA:CPU's collectives (devices share one thread
+    # pool), and the wait costs nothing once the batch is ready.
+    if step + 1 < tc.steps:
+      batch = parallel.shard_batch(sampler.batch(step + 1), exp.mesh)
+    jax.block_until_ready(step_metrics)
     step += 1
     window_steps += 1
     window = step_metrics if window is None else jax.tree.map(

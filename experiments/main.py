@@ -4,6 +4,8 @@ r"""condnerf runner: train, evaluate or render from an ml_collections config.
       --workdir=runs/demo --mode=train
   python -m experiments.main --config=... --workdir=... --mode=eval
   python -m experiments.main --config=... --workdir=... --mode=render
+  python -m experiments.main --config=... --workdir=... --mode=edit \
+      --config.edit.pixels="30,32;31,32" --config.edit.color="#2f5cff"
 Override any field with `--config.section.key=value`; the config is locked,
 so a key that does not exist is an error.
 """
@@ -21,14 +23,15 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from condnerf import edit_lib
 from condnerf import eval_lib
 from condnerf import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with :args.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.')
-_MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'render'],
-                          'What to do.')
+_MODE = flags.DEFINE_enum('mode', 'train',
+                          ['train', 'eval', 'render', 'edit'], 'What to do.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator', None, 'HOST:PORT of process 0 for multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
@@ -40,6 +43,8 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   if _COORDINATOR.value:
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
@@ -52,6 +57,10 @@ def main(argv):
     results = train_lib.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
     results = eval_lib.evaluate(config, workdir)
+  elif _MODE.value == 'edit':
+    out_dir = edit_lib.run(config, workdir)
+    print(f'Edit {config.edit.operation!r} written to {out_dir}')
+    return
   else:
     print(f'Wrote {eval_lib.render_path(config, workdir)}')
     return

@@ -1,8 +1,10 @@
 """Tiny in-memory scenes for tests (no files)."""
 
+import jax
 import numpy as np
 
 from condnerf import cameras
+from condnerf import parallel
 from condnerf.data import base
 from condnerf.data import procedural
 
@@ -39,3 +41,8 @@ def tiny_scene(num_train=4, num_test=2, size=16, num_codes=2, seed=0):
       train=tiny_frames(num_train, size, seed, num_codes), val=test,
       test=test, num_codes=num_codes, background=np.ones(3, np.float32),
       scene_bound=1.5, up=np.array([0.0, 0.0, 1.0], np.float32)))
+
+
+def small_mesh():
+  """A 2-device mesh: most tests need parallelism, not 8-way contention."""
+  return parallel.create_mesh(jax.devices()[:2])

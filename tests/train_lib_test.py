@@ -56,7 +56,8 @@ class TrainStepTest(parameterized.TestCase):
     config = tiny_config()
     config.optim.lr_init, config.optim.warmup_steps = 2e-2, 0
     scene = scenes.tiny_scene()
-    exp = train_lib.build_experiment(config, scene=scene)
+    exp = train_lib.build_experiment(config, scene=scene,
+                                     mesh=scenes.small_mesh())
     state = exp.init_state(jax.random.key(0))
     batch = parallel.shard_batch(
         sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0), exp.mesh)
@@ -90,7 +91,8 @@ class LoopTest(absltest.TestCase):
     return config
 
   def _params(self, workdir, config):
-    exp = train_lib.build_experiment(config, scene=self.scene)
+    exp = train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh())
     _, state = eval_lib.load_trained(config, workdir, exp)
     return jax.device_get(state)
 
@@ -99,16 +101,26 @@ class LoopTest(absltest.TestCase):
     straight = os.path.join(self.workdir, 'straight')
     split = os.path.join(self.workdir, 'split')
     config = self._config(2 * n)
+    config.optim.warmup_steps = 0  # so the decaying schedule matters.
+    config.train.checkpoint_every = n
     train_lib.train_and_evaluate(config, straight, train_lib.build_experiment(
-        config, scene=self.scene))
-    half = self._config(n)
-    half.optim = config.optim  # same schedule horizon as the full run.
-    train_lib.train_and_evaluate(half, split, train_lib.build_experiment(
-        half, scene=self.scene))
-    # Resume with the full step count; the optimizer was built for 2n steps
-    # in both runs, so the learning-rate schedule is identical.
+        config, scene=self.scene, mesh=scenes.small_mesh()))
+    # The same run, killed right after step n's checkpoint, then restarted.
+    exp = train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh())
+    real_step, calls = exp.train_step, []
+
+    def preempted_step(*args):
+      if len(calls) == n:
+        raise KeyboardInterrupt('simulated preemption')
+      calls.append(1)
+      return real_step(*args)
+
+    exp.train_step = preempted_step
+    with self.assertRaises(KeyboardInterrupt):
+      train_lib.train_and_evaluate(config, split, exp)
     train_lib.train_and_evaluate(config, split, train_lib.build_experiment(
-        config, scene=self.scene))
+        config, scene=self.scene, mesh=scenes.small_mesh()))
     a, b = self._params(straight, config), self._params(split, config)
     self.assertEqual(int(a.step), 2 * n)
     self.assertEqual(int(b.step), 2 * n)
@@ -125,12 +137,14 @@ class LoopTest(absltest.TestCase):
   def test_nan_loss_stops_with_step_and_keeps_checkpoint(self):
     config = self._config(4)
     config.train.checkpoint_every = 2
-    exp = train_lib.build_experiment(config, scene=self.scene)
+    exp = train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh())
     train_lib.train_and_evaluate(config, self.workdir, exp)
     config.train.steps = 8
     config.optim.lr_init = float('nan')
     config.optim.codes_lr_init = float('nan')
-    exp = train_lib.build_experiment(config, scene=self.scene)
+    exp = train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh())
     # Step 5 applies the first NaN update; step 6's loss is the first NaN.
     with self.assertRaisesRegex(train_lib.TrainingDivergedError,
                                 'diverged at step 6'):
@@ -144,7 +158,8 @@ class LoopTest(absltest.TestCase):
     config = self._config(1)
     train_lib.train_and_evaluate(config, self.workdir,
                                  train_lib.build_experiment(
-                                     config, scene=self.scene))
+                                     config, scene=self.scene,
+                                     mesh=scenes.small_mesh()))
     with open(os.path.join(self.workdir, 'config.json')) as f:
       before = f.read()
     config.model.field.width = 48
@@ -152,7 +167,8 @@ class LoopTest(absltest.TestCase):
                                 'different model'):
       train_lib.train_and_evaluate(config, self.workdir,
                                    train_lib.build_experiment(
-                                       config, scene=self.scene))
+                                       config, scene=self.scene,
+                                       mesh=scenes.small_mesh()))
     with open(os.path.join(self.workdir, 'config.json')) as f:
       self.assertEqual(f.read(), before)  # nothing overwritten.
 

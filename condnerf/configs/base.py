@@ -113,6 +113,28 @@ def get_config(arg=None):
       fps=20,
   ))
 
+  config.edit = ml_collections.ConfigDict(dict(
+      # 'recolor', 'benchmark', 'swap', 'interpolate' or 'fit'.
+      operation='recolor',
+      name='edit',  # outputs go to <workdir>/edit/<name>/.
+      split='test',  # views are indices into this split.
+      views=(0,),  # recolor: scribbled views; fit: views to invert.
+      mask='',  # recolor: scribble mask PNG for views[0] (white = scribble).
+      pixels='',  # recolor: or 'row,col;row,col;...' on views[0].
+      color='#2f5cff',  # recolor: target as #RRGGBB, R,G,B or r,g,b.
+      keep_mask='',  # recolor: optional PNG of pixels that must not change.
+      method='code',  # one of edit_baselines.METHODS.
+      steps=200,
+      learning_rate=0.0,  # 0 = the method's default.
+      code_a=0,  # swap/interpolate: first code row (or the bank name below).
+      code_b=1,  # interpolate: second code row.
+      bank_code='',  # swap: render with this named code from the bank.
+      num=5,  # interpolate: images in the sweep.
+      bank='',  # code bank file; '' = <workdir>/edit/codes.npz.
+      scribbles=64,  # benchmark: scribbled pixels.
+      seed=1,  # benchmark: target appearance and scribble pixels.
+  ))
+
   if arg.fast:
     apply_fast(config)
   if arg.runlocal:
@@ -130,7 +152,7 @@ def apply_fast(config):
       hash_log2_table_size=15, hash_max_resolution=512)
   config.model.proposal_field.update(hash_log2_table_size=12)
   config.model.head.update(width=64, depth=2)
-  config.optim.update(lr_init=1e-2, lr_final=1e-3, warmup_steps=50, eps=1e-15,
+  config.optim.update(lr_init=5e-3, lr_final=5e-4, warmup_steps=50, eps=1e-15,
                       codes_lr_init=1e-2, codes_lr_final=1e-3)
   config.train.batch_size = 1024
 
@@ -150,3 +172,4 @@ def apply_runlocal(config):
                       checkpoint_every=2, val_every=2)
   config.eval.update(chunk=1024, max_images=2)
   config.render.num_frames = 2
+  config.edit.update(steps=20, scribbles=16)

@@ -19,7 +19,7 @@ def get_config(arg=None):
   config.data.path = 'runs/demo/data/chair_variants'
   config.data.appearance = 'ids'
   # Procedural-scene generation settings (read by experiments.demo).
-  config.data.procedural = dict(resolution=64, num_train=60, num_val=4,
+  config.data.procedural = dict(resolution=64, num_train=100, num_val=4,
                                 num_test=16, num_appearances=8)
   config.train.steps = 2500
   config.train.minutes = 7.0

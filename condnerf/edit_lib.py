@@ -1,0 +1,215 @@
+"""`--mode=edit`: run one edit operation of `config.edit` on a trained run.
+
+Owns reading the edit inputs named in the config (mask PNGs, pixel lists,
+colors, code names), validating them before anything is written, and the
+layout of `<workdir>/edit/<name>/`:
+  recolor      before_NNN.png / after_NNN.png for every view of the split,
+               code.npy, report.json; the code is added to the bank.
+  benchmark    the edit benchmark (evaluators/edit_benchmark.py).
+  swap         swap_NNN.png: every view rendered with one code.
+  interpolate  sweep_NNN.png strips and sweep.gif on views[0].
+  fit          fitted codes of `views` (whole images) saved to the bank.
+The training checkpoint is only read, never written. Outputs are written
+to a temporary folder and moved into place when complete.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import jax
+import numpy as np
+
+from condnerf import codes as codes_lib
+from condnerf import edit_baselines
+from condnerf import editing
+from condnerf import eval_lib
+from condnerf import images
+from condnerf.evaluators import edit_benchmark
+
+OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit')
+
+
+def parse_pixels(text):
+  """'r,c;r,c' -> i32[n, 2]; raises EditError on malformed text."""
+  try:
+    pixels = [[int(v) for v in item.split(',')] for item in text.split(';')
+              if item.strip()]
+    array = np.asarray(pixels, np.int32).reshape(-1, 2)
+  except ValueError as e:
+    raise editing.EditError(
+        f'Cannot parse pixels {text!r}; use "row,col;row,col;...".') from e
+  return array
+
+
+def load_mask(path, frames, view):
+  """bool[H, W] scribble mask from a PNG (any channel > 0.5 is a scribble).
+
+  Raises:
+    EditError: a missing file or a size that does not match the view.
+  """
+  if not os.path.exists(path):
+    raise editing.EditError(f'Mask file {path} does not exist.')
+  mask = images.load_png(path)
+  mask = mask[..., :3].max(-1) if mask.ndim == 3 else mask
+  height, width = frames.images[view].shape[:2]
+  if mask.shape != (height, width):
+    raise editing.EditError(
+        f'Mask {path} is {mask.shape[1]}x{mask.shape[0]} but view {view} is '
+        f'{width}x{height}; draw the mask at the view\'s resolution.')
+  return mask > 0.5
+
+
+def _scribbles(ec, frames, state, experiment):
+  """The recolor batch: scribbles (and keep pixels) of views[0]."""
+  view = int(ec.views[0])
+  editing.view_rays(frames, view)  # validates the index.
+  if ec.mask:
+    pixels = load_mask(ec.mask, frames, view)
+  elif ec.pixels:
+    pixels = parse_pixels(ec.pixels)
+  else:
+    raise editing.EditError('Give the scribble as --config.edit.mask=PNG or '
+                            '--config.edit.pixels="row,col;...".')
+  batch = editing.scribble_batch(frames, [view], [pixels],
+                                 [editing.parse_color(ec.color)])
+  if ec.keep_mask:
+    keep = load_mask(ec.keep_mask, frames, view)
+    current = experiment.render(state, editing.view_rays(frames, view))
+    keep_batch = editing.scribble_batch(frames, [view], [keep],
+                                        [current['rgb'][keep]])
+    batch = editing.concat_batches(batch, keep_batch)
+  return batch
+
+
+def run(config, workdir):
+  """Runs `config.edit.operation`; returns the path of its output folder."""
+  ec = config.edit
+  if ec.operation not in OPERATIONS:
+    raise editing.EditError(f'Unknown edit.operation {ec.operation!r}; '
+                            f'choose one of {list(OPERATIONS)}.')
+  if ec.method not in edit_baselines.METHODS:
+    raise editing.EditError(f'Unknown edit.method {ec.method!r}; choose one '
+                            f'of {list(edit_baselines.METHODS)}.')
+  bank = ec.bank or os.path.join(workdir, 'edit', 'codes.npz')
+  editing.parse_color(ec.color)  # fail on a bad color before loading.
+  exp, state = eval_lib.load_trained(config, workdir)
+  table = np.asarray(jax.device_get(state.codes['appearance']))
+  if table.size == 0:
+    raise editing.EditError(f'The checkpoint in {workdir} has no codes.')
+  frames = getattr(exp.scene, ec.split)
+  out_dir = os.path.join(workdir, 'edit', ec.name)
+  is_main = jax.process_index() == 0
+  tmp = None
+  if is_main:
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f'.{ec.name}.',
+                           dir=os.path.dirname(out_dir))
+  try:
+    report = _OPERATIONS[ec.operation](exp, state, ec, frames, table, bank,
+                                       tmp)
+    if is_main:
+      with open(os.path.join(tmp, 'report.json'), 'w') as f:
+        json.dump(report, f, indent=2)
+      if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+      os.replace(tmp, out_dir)
+  finally:
+    if tmp and os.path.exists(tmp):
+      shutil.rmtree(tmp)
+  return out_dir
+
+
+def _row(table, index, what):
+  if not 0 <= index < len(table):
+    raise editing.EditError(f'{what}={index} is outside the code table '
+                            f'[0, {len(table)}).')
+  return table[index]
+
+
+def _recolor(exp, state, ec, frames, table, bank, out):
+  batch = _scribbles(ec, frames, state, exp)
+  result = edit_baselines.run_edit(exp, state, batch, ec.method,
+                                   steps=ec.steps,
+                                   learning_rate=ec.learning_rate or None)
+  if out:
+    original = edit_baselines.EditResult('none', table.mean(0), state.params,
+                                         None, None)
+    for i in range(len(frames)):
+      rays = editing.view_rays(frames, i)
+      images.save_png(os.path.join(out, f'before_{i:03d}.png'),
+                      original.render(exp, rays)['rgb'])
+      images.save_png(os.path.join(out, f'after_{i:03d}.png'),
+                      result.render(exp, rays)['rgb'])
+    np.save(os.path.join(out, 'code.npy'), result.code)
+    if ec.method == 'code':
+      codes_lib.save_bank(bank, {ec.name: result.code})
+  info = result.info
+  return {'operation': 'recolor', 'method': ec.method, 'color': ec.color,
+          'view': int(ec.views[0]), 'num_pixels': int(len(batch.target)),
+          'steps': info.steps, 'seconds': info.seconds,
+          'compile_seconds': info.compile_seconds,
+          'loss_start': info.loss_start, 'loss_end': info.loss_end,
+          'bank': bank if ec.method == 'code' else None}
+
+
+def _benchmark(exp, state, ec, frames, table, bank, out):
+  del frames, table, bank
+  source = exp.scene.metadata.get('variants_source')
+  if not source or not os.path.exists(source):
+    raise editing.EditError(
+        'The edit benchmark needs an appearance-variants scene made by '
+        'experiments.make_variants (its "variants_source" must exist).')
+  evaluator = edit_benchmark.Evaluator(
+      exp, source, view=int(ec.views[0]), num_scribbles=ec.scribbles,
+      steps=ec.steps, seed=ec.seed)
+  return evaluator.run(state, out)  # only process 0 (out set) writes.
+
+
+def _swap(exp, state, ec, frames, table, bank, out):
+  code = (codes_lib.bank_code(bank, ec.bank_code) if ec.bank_code
+          else _row(table, ec.code_a, 'edit.code_a'))
+  for i in range(len(frames)):
+    rgb = editing.render_with_code(exp, state, editing.view_rays(frames, i),
+                                   code)['rgb']
+    if out:
+      images.save_png(os.path.join(out, f'swap_{i:03d}.png'), rgb)
+  return {'operation': 'swap', 'code': ec.bank_code or int(ec.code_a),
+          'num_views': len(frames)}
+
+
+def _interpolate(exp, state, ec, frames, table, bank, out):
+  del bank
+  a = _row(table, ec.code_a, 'edit.code_a')
+  b = _row(table, ec.code_b, 'edit.code_b')
+  sweep = editing.interpolation_sweep(
+      exp, state, editing.view_rays(frames, int(ec.views[0])), a, b, ec.num)
+  if out:
+    for i, rgb in enumerate(sweep):
+      images.save_png(os.path.join(out, f'sweep_{i:03d}.png'), rgb)
+    images.save_png(os.path.join(out, 'strip.png'),
+                    np.concatenate(sweep, axis=1))
+    images.save_gif(os.path.join(out, 'sweep.gif'), sweep + sweep[::-1],
+                    fps=8)
+  return {'operation': 'interpolate', 'code_a': int(ec.code_a),
+          'code_b': int(ec.code_b), 'num': int(ec.num)}
+
+
+def _fit(exp, state, ec, frames, table, bank, out):
+  del table
+  views = [int(v) for v in ec.views]
+  for v in views:
+    editing.view_rays(frames, v)
+  fitted, info = editing.fit(exp, state, frames, views, steps=ec.steps,
+                             learning_rate=ec.learning_rate or 5e-2)
+  names = {f'{ec.name}_{ec.split}_{v}': code for v, code in zip(views,
+                                                                 fitted)}
+  if out:
+    codes_lib.save_bank(bank, names)
+  return {'operation': 'fit', 'views': views, 'names': sorted(names),
+          'seconds': info.seconds, 'loss_end': info.loss_end, 'bank': bank}
+
+
+_OPERATIONS = {'recolor': _recolor, 'benchmark': _benchmark, 'swap': _swap,
+               'interpolate': _interpolate, 'fit': _fit}

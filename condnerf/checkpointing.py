@@ -210,6 +210,55 @@ class Checkpointer:
         f'No readable checkpoint among steps {candidates} in '
         f'{self._directory}:\n' + '\n'.join(failures))
 
+  def restore_entry(self, name, abstract_entry):
+    """Restores one top-level entry of the newest readable checkpoint.
+
+    Used to start a new run from another run's weights (transfer): only
+    `name` (e.g. 'params') must match the new model; the rest of the saved
+    state (codes, optimizer moments) may have any shape and is not returned.
+
+    Args:
+      name: top-level key of the saved state ('params', 'codes', ...).
+      abstract_entry: pytree of `jax.ShapeDtypeStruct` that entry must match.
+    Returns:
+      `(entry, step)`, or `(None, None)` if the directory holds no checkpoint.
+    Raises:
+      CheckpointMismatchError: the entry is missing or its shapes differ.
+      CheckpointCorruptError: no step could be read.
+    """
+    self.wait_until_finished()
+    candidates = self.all_steps()[::-1]
+    if not candidates:
+      return None, None
+    failures = []
+    for candidate in candidates:
+      try:
+        metadata = self._read_metadata(candidate)
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        failures.append(self._report_bad(candidate, e))
+        continue
+      if name not in metadata:
+        raise CheckpointMismatchError(
+            f'Checkpoint step {candidate} in {self._directory} has no '
+            f'{name!r}; it holds {sorted(metadata)}.')
+      _check_matches({name: metadata[name]}, {name: abstract_entry},
+                     candidate, self._directory)
+      abstract = {key: abstract_entry if key == name else
+                  _abstract_from_metadata(value)
+                  for key, value in metadata.items()}
+      try:
+        restored = self._manager.restore(
+            candidate,
+            args=ocp.args.Composite(
+                **{_ITEM: ocp.args.StandardRestore(abstract)}))
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        failures.append(self._report_bad(candidate, e))
+        continue
+      return restored[_ITEM][name], candidate
+    raise CheckpointCorruptError(
+        f'No readable checkpoint among steps {candidates} in '
+        f'{self._directory}:\n' + '\n'.join(failures))
+
   def wait_until_finished(self):
     """Blocks until the save in flight (if any) is written and finalised.
 
@@ -255,6 +304,15 @@ class Checkpointer:
         'Checkpoint for step %d in %s is corrupt or incomplete and is '
         'skipped: %s', step, self._directory, summary)
     return summary
+
+
+def _abstract_from_metadata(tree):
+  """ShapeDtypeStructs with the saved shapes and dtypes of a metadata tree."""
+  def leaf(meta):
+    dtype = getattr(meta, 'dtype', None)
+    return jax.ShapeDtypeStruct(tuple(meta.shape),
+                                np.dtype(dtype) if dtype else np.int64)
+  return jax.tree.map(leaf, tree, is_leaf=lambda x: hasattr(x, 'shape'))
 
 
 def _unfinalized_steps(directory):

@@ -9,6 +9,8 @@ layout of `<workdir>/edit/<name>/`:
   swap         swap_NNN.png: every view rendered with one code.
   interpolate  sweep_NNN.png strips and sweep.gif on views[0].
   fit          fitted codes of `views` (whole images) saved to the bank.
+  nerfw        NeRF-W protocol on every view of the split: a code fitted on
+               the left half, PSNR on the right half (per view and mean).
 The training checkpoint is only read, never written. Outputs are written
 to a temporary folder and moved into place when complete.
 """
@@ -26,9 +28,10 @@ from condnerf import edit_baselines
 from condnerf import editing
 from condnerf import eval_lib
 from condnerf import images
+from condnerf import metrics as metrics_lib
 from condnerf.evaluators import edit_benchmark
 
-OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit')
+OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw')
 
 
 def parse_pixels(text):
@@ -211,5 +214,30 @@ def _fit(exp, state, ec, frames, table, bank, out):
           'seconds': info.seconds, 'loss_end': info.loss_end, 'bank': bank}
 
 
+def _nerfw(exp, state, ec, frames, table, bank, out):
+  del table, bank
+  views = list(range(len(frames)))
+  masks = [editing.half_mask(*frames.images[v].shape[:2], 'left')
+           for v in views]
+  fitted, info = editing.fit(exp, state, frames, views, masks=masks,
+                             steps=ec.steps,
+                             learning_rate=ec.learning_rate or 5e-2)
+  per_view = []
+  for v, code in zip(views, fitted):
+    out_img = editing.render_with_code(exp, state, editing.view_rays(
+        frames, v), code)['rgb']
+    right = editing.half_mask(*frames.images[v].shape[:2], 'right')
+    per_view.append({'name': frames.names[v], 'right_half_psnr': float(
+        metrics_lib.psnr(out_img, frames.images[v], mask=right))})
+    if out:
+      images.save_png(os.path.join(out, f'view_{v:03d}.png'),
+                      np.concatenate([frames.images[v], out_img], axis=1))
+  return {'operation': 'nerfw', 'split': ec.split,
+          'half_psnr': float(np.mean([p['right_half_psnr']
+                                      for p in per_view])),
+          'fit_seconds': info.seconds, 'steps': info.steps,
+          'per_view': per_view}
+
+
 _OPERATIONS = {'recolor': _recolor, 'benchmark': _benchmark, 'swap': _swap,
-               'interpolate': _interpolate, 'fit': _fit}
+               'interpolate': _interpolate, 'fit': _fit, 'nerfw': _nerfw}

@@ -351,7 +351,7 @@ def half_mask(height, width, half):
 
 
 def fit(experiment, state, frames, views, masks=None, images=None,
-        steps=300, learning_rate=5e-2):
+        steps=300, learning_rate=5e-2, max_pixels=1024, seed=0):
   """Inverts images: one fresh code per view, all fitted in one computation.
 
   Args:
@@ -365,17 +365,26 @@ def fit(experiment, state, frames, views, masks=None, images=None,
       view, to fit instead (new photos taken from those poses).
     steps: Adam steps.
     learning_rate: Adam learning rate.
+    max_pixels: fit each view on at most this many of its masked pixels,
+      drawn once with `seed` (a 32-number code needs far fewer than an
+      image's worth; 0 = use them all).
+    seed: seed of that draw.
   Returns:
     (f32[len(views), code_dim] codes, `EditInfo`).
   """
+  rng = np.random.default_rng(seed)
   pixels, colors = [], []
   for i, view in enumerate(views):
     image = (frames.images[int(view)] if images is None
              else np.asarray(images[i], np.float32))
     mask = (np.ones(image.shape[:2], bool) if masks is None
             else np.asarray(masks[i], bool))
-    pixels.append(mask)
-    colors.append(image[mask])
+    chosen = mask_to_pixels(mask)
+    if max_pixels and len(chosen) > max_pixels:
+      chosen = chosen[np.sort(rng.choice(len(chosen), max_pixels,
+                                         replace=False))]
+    pixels.append(chosen)
+    colors.append(image[chosen[:, 0], chosen[:, 1]])
   batches = [scribble_batch(frames, [v], [p], [c], code_id=i)
              for i, (v, p, c) in enumerate(zip(views, pixels, colors))]
   batch = concat_batches(*batches)

@@ -2,10 +2,15 @@
 
 Owns learning-rate schedules and `make_optimizer`, which gives the field
 weights and the appearance codes their own schedule via
-`optax.multi_transform` with the prefix labels `{'params': 'field',
-'codes': 'codes'}`. Config stops here: the builder reads plain numbers.
+`optax.multi_transform` (labels 'field' and 'codes'), and freezes field
+subtrees chosen by path pattern (label 'frozen', `optax.set_to_zero`) for
+transfer from another run. Config stops here: the builder reads plain
+numbers.
 """
 
+import re
+
+import jax
 import optax
 
 
@@ -35,13 +40,42 @@ def _adam_chain(schedule, clip, b1, b2, eps):
   return optax.chain(*parts)
 
 
-def make_optimizer(optim_cfg, total_steps):
+def param_path(path):
+  """'fields_0/HashGrid_0/tables'-style name of a pytree path."""
+  return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
+
+
+def make_labels(freeze=()):
+  """Label function for `multi_transform`: field, codes or frozen leaves.
+
+  Args:
+    freeze: regular expressions; a field leaf whose path (e.g.
+      'fields_1/MLP_0/Dense_0/kernel') matches any of them is frozen.
+  Returns:
+    A function of the trainable tree {'params', 'codes'} returning labels.
+  """
+  patterns = [re.compile(p) for p in freeze]
+
+  def labels(tree):
+    field = jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if any(
+            p.search(param_path(path)) for p in patterns) else 'field',
+        tree['params'])
+    return {'params': field,
+            'codes': jax.tree.map(lambda _: 'codes', tree['codes'])}
+
+  return labels
+
+
+def make_optimizer(optim_cfg, total_steps, freeze=()):
   """Adam for the field and, with its own schedule, for the codes.
 
   Args:
     optim_cfg: the `config.optim` section: lr_init, lr_final, warmup_steps,
       clip_grad_norm, b1, b2, eps, codes_lr_init, codes_lr_final.
     total_steps: steps of the whole run (decay horizon).
+    freeze: regular expressions of field-parameter paths that stay fixed
+      (transfer learning), see `make_labels`.
   Returns:
     An `optax.GradientTransformation` over `{'params': ..., 'codes': ...}`.
   """
@@ -53,5 +87,6 @@ def make_optimizer(optim_cfg, total_steps):
       make_schedule(c.codes_lr_init, c.codes_lr_final, total_steps,
                     c.warmup_steps),
       c.clip_grad_norm, c.b1, c.b2, c.eps)
-  return optax.multi_transform({'field': field, 'codes': codes},
-                               {'params': 'field', 'codes': 'codes'})
+  return optax.multi_transform(
+      {'field': field, 'codes': codes, 'frozen': optax.set_to_zero()},
+      make_labels(freeze))

@@ -240,7 +240,8 @@ def build_experiment(config, scene=None, mesh=None):
     if not model_cfg[section]['scene_bound']:
       model_cfg[section]['scene_bound'] = float(scene.scene_bound)
   model = models.build_model(config.model_name, model_cfg, scene.background)
-  optimizer = optim.make_optimizer(config.optim, config.train.steps)
+  freeze = [p.strip() for p in config.train.freeze.split(',') if p.strip()]
+  optimizer = optim.make_optimizer(config.optim, config.train.steps, freeze)
   init_state = jax.jit(
       lambda key: create_train_state(model, optimizer, key, scene.num_codes,
                                      config.codes.dim,
@@ -268,9 +269,38 @@ def restore_or_init(experiment, ckpt, key):
   abstract = experiment.abstract_state()
   restored, step = ckpt.restore(abstract.as_dict())
   if restored is None:
-    return experiment.init_state(key), False
+    state = experiment.init_state(key)
+    source = experiment.config.train.init_from
+    if source:
+      state = state.replace(params=transfer_params(experiment, source))
+    return state, False
   logging.info('Resuming from checkpoint step %d.', step)
   return TrainState(**restored), True
+
+
+def transfer_params(experiment, source_workdir):
+  """Field weights of another run's latest checkpoint, for a new run.
+
+  The source model must have the same field architecture; its codes and
+  optimizer state are not used (the new scene has its own codes).
+
+  Raises:
+    FileNotFoundError: the source has no checkpoint.
+    checkpointing.CheckpointMismatchError: the architectures differ.
+  """
+  src = checkpointing.Checkpointer(os.path.join(source_workdir,
+                                                'checkpoints'))
+  try:
+    params, step = src.restore_entry('params',
+                                     experiment.abstract_state().params)
+  finally:
+    src.close()
+  if params is None:
+    raise FileNotFoundError(f'train.init_from={source_workdir} has no '
+                            'checkpoint to start from.')
+  logging.info('Starting from the field weights of %s step %d.',
+               source_workdir, step)
+  return parallel.replicate(params, experiment.mesh)
 
 
 def train_and_evaluate(config, workdir, experiment=None):

@@ -52,7 +52,8 @@ def ensure_scene(config, workdir):
   if not os.path.exists(os.path.join(plain, 'transforms_train.json')):
     procedural.write_chair_dataset(
         plain, resolution=gen.resolution, num_train=gen.num_train,
-        num_val=gen.num_val, num_test=gen.num_test, seed=config.seed)
+        num_val=gen.num_val, num_test=gen.num_test, seed=config.seed,
+        supersample=gen.supersample)
   if not os.path.exists(os.path.join(varied, 'transforms_train.json')):
     variants.make_variants(plain, varied, seed=config.seed,
                            num_appearances=gen.num_appearances)

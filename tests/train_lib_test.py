@@ -154,6 +154,33 @@ class LoopTest(absltest.TestCase):
     self.assertTrue(all(np.all(np.isfinite(x))
                         for x in jax.tree.leaves(state.params)))
 
+  def test_transfer_with_frozen_fields(self):
+    source = os.path.join(self.workdir, 'source')
+    config = self._config(2)
+    train_lib.train_and_evaluate(config, source, train_lib.build_experiment(
+        config, scene=self.scene, mesh=scenes.small_mesh()))
+    src_state = self._params(source, config)
+    target = os.path.join(self.workdir, 'target')
+    config = self._config(3)
+    config.train.init_from = source
+    config.train.freeze = '^fields_'
+    train_lib.train_and_evaluate(config, target, train_lib.build_experiment(
+        config, scene=self.scene, mesh=scenes.small_mesh()))
+    new_state = self._params(target, config)
+    for name, sub in src_state.params.items():
+      if name.startswith('fields_'):
+        chex.assert_trees_all_equal(sub, new_state.params[name])
+      else:
+        self.assertFalse(all(np.array_equal(a, b) for a, b in zip(
+            jax.tree.leaves(sub), jax.tree.leaves(new_state.params[name]))))
+    config.model.field.width = 40  # another architecture cannot start.
+    with self.assertRaisesRegex(checkpointing.CheckpointMismatchError,
+                                'differ'):
+      train_lib.train_and_evaluate(
+          config, os.path.join(self.workdir, 'other'),
+          train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh()))
+
   def test_checkpoint_of_other_model_is_refused(self):
     config = self._config(1)
     train_lib.train_and_evaluate(config, self.workdir,

@@ -96,6 +96,9 @@ def get_config(arg=None):
       checkpoint_every=2000,
       keep_checkpoints=3,
       val_every=2000,  # render one validation view every N steps (0 = off).
+      # Transfer: start a new run from another run's field weights.
+      init_from='',  # workdir of the source run ('' = fresh start).
+      freeze='',  # comma-separated regexes of param paths kept fixed.
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

@@ -87,21 +87,41 @@ def intersect_boxes(origins, directions, lower, upper):
   return tdist, box.astype(np.int32), normal
 
 
-def render_chair(poses, intrinsics, height, width):
-  """Ray-traces the chair through every pixel center.
+def render_chair(poses, intrinsics, height, width, supersample=1):
+  """Ray-traces the chair, antialiased with k x k rays per pixel.
 
   Args:
     poses: f32[N, 4, 4], camera-to-world (OpenGL axes).
     intrinsics: f32[N, 4], (fx, fy, cx, cy) in pixels.
     height: image height in pixels.
     width: image width in pixels.
+    supersample: odd k; each pixel averages a k x k grid of rays (box
+      filter, premultiplied), like an antialiased render. 1 = one ray through
+      the pixel center.
   Returns:
     rgb: f32[N, H, W, 3], straight (un-premultiplied) color in [0, 1]; the
       white background color where nothing is hit.
-    alpha: f32[N, H, W], 1 where a ray hits the chair, else 0.
-    depth: f32[N, H, W], distance along the unit ray to the hit, inf on
-      background.
+    alpha: f32[N, H, W], the fraction of the pixel's rays that hit the chair
+      (exactly 0 or 1 when supersample == 1).
+    depth: f32[N, H, W], distance to the hit along the pixel-center ray, inf
+      where that ray misses.
   """
+  if supersample != 1:
+    k = int(supersample)
+    if k < 1 or k % 2 == 0:
+      raise ValueError(f'supersample must be an odd integer, got {k}.')
+    fine = np.asarray(intrinsics, np.float64).reshape(-1, 4) * k
+    rgb, alpha, depth = render_chair(poses, fine, height * k, width * k)
+    blocks = lambda x: x.reshape(x.shape[0], height, k, width, k,
+                                 *x.shape[3:])
+    coverage = blocks(alpha).mean(axis=(2, 4))
+    color = blocks(rgb * alpha[..., None]).mean(axis=(2, 4))
+    straight = np.where(coverage[..., None] > 0,
+                        color / np.maximum(coverage[..., None], 1e-12),
+                        np.asarray(BACKGROUND, np.float32))
+    center = blocks(depth)[:, :, k // 2, :, k // 2]
+    return (straight.astype(np.float32), coverage.astype(np.float32),
+            center.astype(np.float32))
   poses = np.asarray(poses, np.float64).reshape(-1, 4, 4)
   intrinsics = np.asarray(intrinsics, np.float64).reshape(-1, 4)
   lower, upper, colors = _box_arrays()
@@ -159,7 +179,7 @@ def chair_poses(num, seed, radius=4.0):
 
 
 def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
-                        num_test=16, seed=0):
+                        num_test=16, seed=0, supersample=1):
   """Renders the chair and writes it as a Blender-format dataset.
 
   Layout: `<split>/r_<i>.png` (RGBA, straight alpha), `<split>/r_<i>_depth.npy`
@@ -175,6 +195,8 @@ def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
     num_val: validation frames.
     num_test: test frames.
     seed: seed of the camera poses (all splits draw from one stream).
+    supersample: odd k, rays per pixel side (antialiasing), see
+      `render_chair`.
   Returns:
     out_dir.
   """
@@ -190,7 +212,8 @@ def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
     start += count
     os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     rgb, alpha, depth = render_chair(
-        split_poses, np.tile(intrinsics, (count, 1)), resolution, resolution)
+        split_poses, np.tile(intrinsics, (count, 1)), resolution, resolution,
+        supersample)
     rgba = np.concatenate([rgb, alpha[..., None]], -1)
     rgba = np.round(rgba * 255.0).astype(np.uint8)
     frames = []
@@ -206,7 +229,8 @@ def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
     meta = {'camera_angle_x': CAMERA_ANGLE_X, 'near': NEAR, 'far': FAR,
             'scene_bound': SCENE_BOUND,
             'procedural': {'scene': 'chair', 'seed': seed,
-                           'resolution': resolution},
+                           'resolution': resolution,
+                           'supersample': supersample},
             'frames': frames}
     with open(os.path.join(out_dir, f'transforms_{split}.json'), 'w',
               encoding='utf-8') as f:

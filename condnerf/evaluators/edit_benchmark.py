@@ -39,7 +39,8 @@ class Evaluator:
 
   def __init__(self, experiment, source, target=None, view=0,
                num_scribbles=64, methods=edit_baselines.METHODS, steps=200,
-               seed=1, num_collateral=8, num_unseen=2, fit_steps=300):
+               seed=1, num_collateral=8, num_unseen=1, num_swap=2,
+               fit_steps=300):
     """Prepares the protocol.
 
     Args:
@@ -54,6 +55,8 @@ class Evaluator:
       seed: seed of the target appearance and the scribble pixels.
       num_collateral: training appearances checked for collateral damage.
       num_unseen: unseen appearances of the NeRF-W fit protocol.
+      num_swap: training appearances whose codes are swapped onto every test
+        view for swap_psnr.
       fit_steps: optimization steps of the fit.
     """
     self.experiment = experiment
@@ -66,6 +69,7 @@ class Evaluator:
     self.fit_steps = fit_steps
     self.seed = seed
     self.num_collateral = num_collateral
+    self.num_swap = num_swap
     drawn = variants.sample_appearances(1 + num_unseen, 10_000 + seed)
     self.target = np.asarray(drawn[0] if target is None else target,
                              np.float32)
@@ -179,7 +183,7 @@ class Evaluator:
     original = edit_baselines.EditResult('none', None, state.params, None,
                                          None)
     scores = []
-    for k in range(min(len(appearances), len(table), 4)):
+    for k in range(min(len(appearances), len(table), self.num_swap)):
       gts = self._ground_truth(np.asarray(appearances[k], np.float32))
       for j in range(len(self.frames)):
         out = original.render(self.experiment,
@@ -197,7 +201,7 @@ class Evaluator:
       views = list(range(len(self.frames)))
       codes, _ = editing.fit(self.experiment, state, self.frames, views,
                              masks=[left] * len(views), images=gts,
-                             steps=self.fit_steps)
+                             steps=self.fit_steps, max_pixels=512)
       right = editing.half_mask(height, width, 'right')
       for j in views:
         out = editing.render_with_code(self.experiment, state,

@@ -20,9 +20,9 @@ def get_config(arg=None):
   config.data.appearance = 'ids'
   # Procedural-scene generation settings (read by experiments.demo).
   config.data.procedural = dict(resolution=64, num_train=100, num_val=4,
-                                num_test=16, num_appearances=8)
-  config.train.steps = 2500
-  config.train.minutes = 7.0
+                                num_test=16, num_appearances=8, supersample=3)
+  config.train.steps = 1600
+  config.train.minutes = 5.5
   config.train.log_every = 50
   config.train.checkpoint_every = 1000
   config.train.val_every = 1000

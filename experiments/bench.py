@@ -1,0 +1,582 @@
+r"""Benchmarks: matmul rate, train/render throughput, MFU, edit times, curves.
+
+  python -m experiments.bench --suite=quick           # small sizes, minutes
+  python -m experiments.bench --suite=full --out=runs/bench/full.json
+  python -m experiments.bench --suite=full --data=../shared/data/lego
+  python -m experiments.bench --suite=lego --data=../shared/data/lego \
+      --config=fast --minutes=30 --out=runs/bench/lego_fast.json
+Prints one JSON document on stdout (progress goes to stderr) and writes the
+same document to --out when given.
+
+quick / full suites:
+  matmul.<width>     f32 `x[rows, w] @ W[w, w]` under jit, rows split over
+                     every device like a train batch (median over repeats);
+                     `gflops_one_device` is the same product on one device.
+  matmul_gflops      the rate at width 256 (the vanilla NeRF trunk), the
+                     reference of every `mfu_vs_256`.
+  configs.<name>     `nerf` = experiments/configs/lego.py, `fast` =
+                     lego.py:fast, trained on a procedural chair with
+                     appearance variants (or on --data). train_step_ms is the
+                     median of --steps steps after compilation; every step is
+                     waited for before the next is dispatched.
+                     model_flops_per_ray is XLA's `cost_analysis()` flop
+                     count of the compiled train step (forward + backward +
+                     optimizer update of one device's program) divided by the
+                     rays one device processes per step. mfu = model flops/s
+                     over the matmul rate at the config's trunk width;
+                     mfu_vs_256 uses `matmul_gflops`. render_rays_per_s times
+                     `inference.render_rays` (compilation excluded).
+                     peak_rss_mb is the process's peak resident memory so far.
+  edit_seconds       the `fast` config trained --edit_train_steps steps on
+                     the chair variants, then `edit_baselines.run_edit` per
+                     method on --scribbles foreground pixels (alpha > 0.99) of
+                     test view 0 with target #2f5cff: info.seconds and
+                     info.compile_seconds of each method.
+lego suite: trains --config on --data for --minutes of training time and
+evaluates PSNR/SSIM over --eval_images evenly spaced test views at --points
+times evenly spaced on that clock (evaluation is not counted), giving
+`curve: [{minutes, step, psnr, ssim}]` and a PNG of PSNR against minutes next
+to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
+"""
+
+import os
+
+# On a CPU host, expose every core as a device so the data-parallel step
+# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
+os.environ.setdefault(
+    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import ast
+import contextlib
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jaxlib
+import numpy as np
+
+from condnerf import edit_baselines
+from condnerf import editing
+from condnerf import inference
+from condnerf import metrics as metrics_lib
+from condnerf import parallel
+from condnerf import train_lib
+from condnerf.data import procedural
+from condnerf.data import sampler as sampler_lib
+from condnerf.data import variants
+from experiments.configs import lego
+# pylint: enable=g-import-not-at-top,wrong-import-position
+
+_SUITE = flags.DEFINE_enum('suite', 'quick', ['quick', 'full', 'lego'],
+                           'Which benchmark to run (see the module doc).')
+_CONFIGS = flags.DEFINE_list('configs', ['nerf', 'fast'],
+                             'quick/full: configs to benchmark.')
+_CONFIG = flags.DEFINE_enum('config', 'fast', ['nerf', 'fast'],
+                            'lego: the config to train.')
+_DATA = flags.DEFINE_string(
+    'data', '', 'Blender-format scene folder (required by --suite=lego); '
+    'quick/full train on it instead of the procedural chair.')
+_OUT = flags.DEFINE_string('out', '', 'Also write the JSON here.')
+_OVERRIDE = flags.DEFINE_multi_string(
+    'override', [], 'Config override SECTION.KEY=VALUE (Python literal), '
+    'applied to every benchmarked config; repeatable.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of scene, init and batches.')
+_SCRIBBLES = flags.DEFINE_integer('scribbles', 64, 'Edit scribble pixels.')
+_COLOR = flags.DEFINE_string('color', '#2f5cff', 'Edit target color.')
+_MINUTES = flags.DEFINE_float('minutes', 10.0, 'lego: training minutes.')
+_EVAL_IMAGES = flags.DEFINE_integer('eval_images', 25,
+                                    'lego: test views per evaluation.')
+_POINTS = flags.DEFINE_integer('points', 5, 'lego: evaluations on the curve.')
+
+# Suite sizes; a flag of the same name given on the command line wins.
+# batch_size 0 keeps the config's own batch size.
+SUITES = {
+    'quick': dict(resolution=32, steps=5, batch_size=256,
+                  edit_train_steps=50, edit_steps=20, matmul_rows=16384,
+                  repeats=3, render_rays=1024, num_train=16, num_test=2,
+                  num_appearances=4),
+    'full': dict(resolution=64, steps=20, batch_size=0,
+                 edit_train_steps=300, edit_steps=200, matmul_rows=65536,
+                 repeats=10, render_rays=4096, num_train=100, num_test=16,
+                 num_appearances=8),
+}
+SUITES['lego'] = dict(SUITES['full'])
+_SIZE_FLAGS = {
+    'resolution': 'Procedural chair image size in pixels.',
+    'steps': 'Timed train steps per config (after compilation).',
+    'batch_size': "Rays per train step (0 = the config's).",
+    'edit_train_steps': 'Train steps of the fast config before editing.',
+    'edit_steps': 'Optimization steps of each edit method.',
+    'matmul_rows': 'Rows of the timed matmul.',
+    'repeats': 'Repeats of the matmul and render timings.',
+    'render_rays': 'Rays of the timed render.',
+}
+for _name, _help in _SIZE_FLAGS.items():
+  flags.DEFINE_integer(_name, None, f'{_help} Default: per suite.')
+FLAGS = flags.FLAGS
+CONFIG_ARGS = {'nerf': '', 'fast': 'fast'}
+FLOPS_NOTE = ('XLA cost_analysis() flops of the compiled train step '
+              "(forward + backward + optimizer, one device's program) per "
+              "ray of that device's share of the batch.")
+
+
+def settings_for(suite):
+  """The suite's sizes with command-line flags applied."""
+  sizes = dict(SUITES[suite])
+  for name in _SIZE_FLAGS:
+    if FLAGS[name].value is not None:
+      sizes[name] = FLAGS[name].value
+  return sizes
+
+
+def environment():
+  """What ran: versions, devices, XLA flags."""
+  devices = jax.devices()
+  return {
+      'jax_version': jax.__version__,
+      'jaxlib_version': jaxlib.__version__,
+      'python': platform.python_version(),
+      'backend': jax.default_backend(),
+      'device_kind': devices[0].device_kind,
+      'device_count': jax.device_count(),
+      'local_device_count': jax.local_device_count(),
+      'process_count': jax.process_count(),
+      'cpu_count': os.cpu_count(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+
+
+def peak_rss_mb():
+  """Peak resident memory of this process so far, in MiB (Linux: KiB)."""
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return rss / (1 << 20) if sys.platform == 'darwin' else rss / 1024.0
+
+
+def peak_device_mb():
+  """Peak memory of the first device in MiB, or None where not reported."""
+  stats = jax.devices()[0].memory_stats()
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return stats['peak_bytes_in_use'] / (1 << 20)
+
+
+def parse_overrides(items):
+  """['a.b=1', ...] -> {'a.b': 1, ...}; values are Python literals or str."""
+  out = {}
+  for item in items:
+    key, has_value, text = item.partition('=')
+    if not has_value or not key.strip():
+      raise app.UsageError(f'--override={item!r}: use SECTION.KEY=VALUE.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    out[key.strip()] = value
+  return out
+
+
+def set_field(config, dotted, value):
+  """Sets an existing (possibly nested) config field; unknown keys fail."""
+  *parents, leaf = dotted.split('.')
+  node = config
+  for part in parents:
+    if part not in node:
+      raise app.UsageError(f'Unknown config field {dotted!r}.')
+    node = node[part]
+  if leaf not in node:
+    raise app.UsageError(f'Unknown config field {dotted!r}.')
+  node[leaf] = value
+
+
+def make_config(name, data_path, appearance, batch_size, overrides):
+  """lego.py[:fast] with the benchmark's fields changed.
+
+  Returns:
+    (ConfigDict, dict of every field changed from the config file).
+  """
+  config = lego.get_config(CONFIG_ARGS[name])
+  applied = {'data.path': data_path}
+  if appearance:
+    applied['data.appearance'] = appearance
+  if batch_size:
+    applied['train.batch_size'] = batch_size
+  applied.update(overrides)
+  for key, value in applied.items():
+    set_field(config, key, value)
+  return config, applied
+
+
+def median_seconds(fn, repeats):
+  """Median wall time of `fn()` (which must block) after one warm-up call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def matmul_rate(width, rows, repeats, mesh):
+  """Measured f32 matmul GFLOP/s at one layer width.
+
+  Args:
+    width: layer width w of `x[rows, w] @ W[w, w]`.
+    rows: rows of x (rounded up to a multiple of the device count).
+    repeats: timed repeats.
+    mesh: the data mesh; x is split over it, W replicated.
+  Returns:
+    dict: gflops (all devices), gflops_one_device, rows, seconds.
+  """
+  rows = -(-rows // mesh.devices.size) * mesh.devices.size
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((rows, width), np.float32)
+  w = rng.standard_normal((width, width), np.float32) / np.sqrt(width)
+  matmul = jax.jit(lambda a, b: a @ b)
+  flops = 2.0 * rows * width * width
+  xs = jax.device_put(x, parallel.data_sharding(mesh))
+  ws = parallel.replicate(w, mesh)
+  seconds = median_seconds(
+      lambda: jax.block_until_ready(matmul(xs, ws)), repeats)
+  one = jax.devices()[0]
+  x1, w1 = jax.device_put(x, one), jax.device_put(w, one)
+  seconds_one = median_seconds(
+      lambda: jax.block_until_ready(matmul(x1, w1)), repeats)
+  return {'gflops': flops / seconds / 1e9,
+          'gflops_one_device': flops / seconds_one / 1e9,
+          'rows': rows, 'seconds': seconds}
+
+
+class Trainer:
+  """A state and its compiled train step, stepped one step at a time."""
+
+  def __init__(self, exp, seed):
+    self.exp = exp
+    self.batch_size = exp.config.train.batch_size
+    self.sampler = sampler_lib.RaySampler(
+        exp.scene.train, self.batch_size, seed, jax.process_index(),
+        jax.process_count())
+    init_key, self.train_key = jax.random.split(jax.random.key(seed))
+    self.state = exp.init_state(init_key)
+    self.step = 0
+    self.metrics = None
+    start = time.perf_counter()
+    self.compiled = exp.train_step.lower(
+        self.state, self._batch(0), self._key(0)).compile()
+    self.compile_seconds = time.perf_counter() - start
+
+  def _batch(self, step):
+    batch = parallel.shard_batch(self.sampler.batch(step), self.exp.mesh)
+    return jax.block_until_ready(batch)
+
+  def _key(self, step):
+    return jax.random.fold_in(self.train_key, step)
+
+  def flops_per_ray(self):
+    """XLA's flops of one device's step over that device's rays."""
+    cost = self.compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    rays_per_device = self.batch_size / self.exp.mesh.devices.size
+    return float(cost['flops']) / rays_per_device
+
+  def run(self, num_steps, seconds=None):
+    """Takes up to `num_steps` steps, stopping once `seconds` have passed.
+
+    Returns:
+      (list of per-step seconds, excluding batch preparation; wall seconds
+      of the whole call).
+    """
+    begin = time.perf_counter()
+    times = []
+    batch = self._batch(self.step)
+    for _ in range(num_steps):
+      if seconds is not None and time.perf_counter() - begin >= seconds:
+        break
+      start = time.perf_counter()
+      self.state, self.metrics = self.compiled(self.state, batch,
+                                               self._key(self.step))
+      # One step in flight: queued multi-device programs can deadlock
+      # XLA:CPU's collectives (see train_lib).
+      jax.block_until_ready((self.state, self.metrics))
+      times.append(time.perf_counter() - start)
+      self.step += 1
+      batch = self._batch(self.step)
+    return times, time.perf_counter() - begin
+
+  def loss(self):
+    """The last step's loss (None before any step); raises if not finite."""
+    if self.metrics is None:
+      return None
+    loss = float(jax.device_get(self.metrics['loss']))
+    if not np.isfinite(loss):
+      raise train_lib.TrainingDivergedError(
+          f'Loss became {loss} by step {self.step}.')
+    return loss
+
+
+def render_rate(trainer, num_rays, repeats):
+  """Rays per second of `inference.render_rays` on test view 0's rays."""
+  exp = trainer.exp
+  rays = sampler_lib.image_rays(exp.scene.test, 0)
+  rays = rays.reshape(rays.code_ids.size)
+  index = np.arange(num_rays) % rays.code_ids.shape[0]
+  rays = jax.tree.map(lambda x: x[index], rays)
+  chunk = min(exp.config.eval.chunk, num_rays)
+  seconds = median_seconds(
+      lambda: inference.render_rays(exp.render_step, trainer.state.params,
+                                    trainer.state.codes, rays, chunk,
+                                    exp.mesh), repeats)
+  return num_rays / seconds
+
+
+def make_chair(root, sizes, seed):
+  """Writes the procedural chair and its appearance variants; returns path."""
+  plain = os.path.join(root, 'chair')
+  varied = os.path.join(root, 'chair_variants')
+  procedural.write_chair_dataset(
+      plain, resolution=sizes['resolution'], num_train=sizes['num_train'],
+      num_val=1, num_test=sizes['num_test'], seed=seed)
+  variants.make_variants(plain, varied, seed=seed,
+                         num_appearances=sizes['num_appearances'])
+  return varied
+
+
+def bench_config(name, trainer, sizes, matmul, reference_gflops, applied):
+  """Train and render throughput, flops and MFU of one config."""
+  config = trainer.exp.config
+  logging.info('%s: compiled the train step in %.1f s; timing %d steps.',
+               name, trainer.compile_seconds, sizes['steps'])
+  trainer.run(1)  # The first run of a fresh executable can be slower.
+  times, _ = trainer.run(sizes['steps'])
+  step_seconds = float(np.median(times))
+  rays_per_s = trainer.batch_size / step_seconds
+  flops_per_ray = trainer.flops_per_ray()
+  width = config.model.field.width
+  achieved = flops_per_ray * rays_per_s
+  logging.info('%s: %.1f ms/step; timing render of %d rays.', name,
+               1e3 * step_seconds, sizes['render_rays'])
+  return {
+      'config_file': 'experiments/configs/lego.py' + (
+          f':{CONFIG_ARGS[name]}' if CONFIG_ARGS[name] else ''),
+      'overrides': applied,
+      'trunk_width': width,
+      'batch_size': trainer.batch_size,
+      'compile_seconds': trainer.compile_seconds,
+      'train_step_ms': 1e3 * step_seconds,
+      'train_step_ms_min': 1e3 * float(np.min(times)),
+      'timed_steps': len(times),
+      'train_rays_per_s': rays_per_s,
+      'model_flops_per_ray': flops_per_ray,
+      'model_flops_source': FLOPS_NOTE,
+      'matmul_gflops_at_width': matmul[str(width)]['gflops'],
+      'mfu': achieved / (matmul[str(width)]['gflops'] * 1e9),
+      'mfu_vs_256': achieved / (reference_gflops * 1e9),
+      'render_rays_per_s': render_rate(trainer, sizes['render_rays'],
+                                       sizes['repeats']),
+      'loss': trainer.loss(),
+      'peak_rss_mb': peak_rss_mb(),
+      'peak_device_mb': peak_device_mb(),
+  }
+
+
+def bench_edits(trainer, sizes, num_scribbles, color, seed):
+  """Times every edit method on a scribble of test view 0."""
+  exp = trainer.exp
+  trainer.run(max(sizes['edit_train_steps'] - trainer.step, 0))
+  frames = exp.scene.test
+  if frames.alphas is None:
+    raise ValueError('The edit benchmark needs test views with alpha.')
+  pixels = np.argwhere(frames.alphas[0] > 0.99)
+  if not len(pixels):
+    raise ValueError('Test view 0 has no foreground pixel to scribble on.')
+  count = min(num_scribbles, len(pixels))
+  pick = np.random.default_rng(seed).choice(len(pixels), count, replace=False)
+  batch = editing.scribble_batch(frames, [0], [pixels[pick]],
+                                 [editing.parse_color(color)])
+  methods = {}
+  for method in edit_baselines.METHODS:
+    logging.info('edit: %s, %d steps.', method, sizes['edit_steps'])
+    info = edit_baselines.run_edit(exp, trainer.state, batch, method,
+                                   steps=sizes['edit_steps']).info
+    methods[method] = {'seconds': info.seconds,
+                       'compile_seconds': info.compile_seconds,
+                       'steps': info.steps, 'loss_start': info.loss_start,
+                       'loss_end': info.loss_end}
+  setup = {'config': 'fast', 'train_steps': trainer.step,
+           'train_loss': trainer.loss(), 'num_scribbles': count,
+           'view': 0, 'color': color, 'steps': sizes['edit_steps']}
+  return methods, setup
+
+
+def run_throughput(suite):
+  """The quick and full suites."""
+  sizes = settings_for(suite)
+  overrides = parse_overrides(_OVERRIDE.value)
+  mesh = parallel.create_mesh()
+  unknown = set(_CONFIGS.value) - set(CONFIG_ARGS)
+  if unknown:
+    raise app.UsageError(f'Unknown --configs {sorted(unknown)}; choose from '
+                         f'{sorted(CONFIG_ARGS)}.')
+  widths = {256} | {
+      make_config(n, '', '', 0, overrides)[0].model.field.width
+      for n in _CONFIGS.value}
+  result = {'suite': suite, 'settings': sizes, 'env': environment(),
+            'matmul': {}}
+  for width in sorted(widths):
+    logging.info('matmul: width %d, %d rows.', width, sizes['matmul_rows'])
+    result['matmul'][str(width)] = matmul_rate(width, sizes['matmul_rows'],
+                                               sizes['repeats'], mesh)
+  result['matmul_gflops'] = result['matmul']['256']['gflops']
+  with tempfile.TemporaryDirectory(prefix='condnerf_bench_') as tmp:
+    logging.info('Writing the procedural chair at %dpx.', sizes['resolution'])
+    chair = make_chair(tmp, sizes, _SEED.value)
+    data = _DATA.value or chair
+    result['data'] = _DATA.value or (
+        f'procedural chair variants, {sizes["resolution"]}px')
+    scenes, fast_trainer = {}, None
+    result['configs'] = {}
+    for name in _CONFIGS.value:
+      config, applied = make_config(name, data, '' if _DATA.value else 'ids',
+                                    sizes['batch_size'], overrides)
+      key = json.dumps(config.data.to_dict(), sort_keys=True)
+      if key not in scenes:
+        scenes[key] = train_lib.load_scene(config.data)
+      exp = train_lib.build_experiment(config, scene=scenes[key], mesh=mesh)
+      trainer = Trainer(exp, _SEED.value)
+      result['configs'][name] = bench_config(
+          name, trainer, sizes, result['matmul'], result['matmul_gflops'],
+          applied)
+      if name == 'fast' and not _DATA.value:
+        fast_trainer = trainer  # Already on the chair: keep training it.
+      del trainer, exp
+    if fast_trainer is None:
+      config, applied = make_config('fast', chair, 'ids',
+                                    sizes['batch_size'], overrides)
+      fast_trainer = Trainer(train_lib.build_experiment(config, mesh=mesh),
+                             _SEED.value)
+    else:
+      applied = result['configs']['fast']['overrides']
+    methods, setup = bench_edits(fast_trainer, sizes, _SCRIBBLES.value,
+                                 _COLOR.value, _SEED.value)
+  setup['overrides'] = applied
+  result['edit_seconds'] = methods
+  result['edit'] = setup
+  result['peak_rss_mb'] = peak_rss_mb()
+  return result
+
+
+def evaluate_views(trainer, views):
+  """Mean PSNR and SSIM of test views rendered with their own codes."""
+  frames = trainer.exp.scene.test
+  psnrs, ssims = [], []
+  for view in views:
+    out = trainer.exp.render(trainer.state,
+                             sampler_lib.image_rays(frames, int(view)))
+    psnrs.append(float(metrics_lib.psnr(out['rgb'], frames.images[view])))
+    ssims.append(float(metrics_lib.ssim(out['rgb'], frames.images[view])))
+  return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def plot_curve(curve, path, title):
+  """Writes PSNR against training minutes as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot([p['minutes'] for p in curve], [p['psnr'] for p in curve],
+          marker='o')
+  ax.set_xlabel('training minutes')
+  ax.set_ylabel('test PSNR (dB)')
+  ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def run_lego():
+  """Trains one config for --minutes and records the PSNR/SSIM curve."""
+  sizes = settings_for('lego')
+  name = _CONFIG.value
+  config, applied = make_config(name, _DATA.value, '', sizes['batch_size'],
+                                parse_overrides(_OVERRIDE.value))
+  trainer = Trainer(train_lib.build_experiment(config), _SEED.value)
+  frames = trainer.exp.scene.test
+  count = max(1, min(_EVAL_IMAGES.value, len(frames)))
+  views = np.unique(np.linspace(0, len(frames) - 1, count).round()).astype(
+      int)
+  budget = 60.0 * _MINUTES.value
+  points = max(1, _POINTS.value)
+  curve, step_times, clock = [], [], 0.0
+  logging.info('lego: %s for %.1f min, %d evaluations of %d views.', name,
+               _MINUTES.value, points, len(views))
+  for k in range(1, points + 1):
+    times, wall = trainer.run(config.train.steps - trainer.step,
+                              seconds=budget * k / points - clock)
+    clock += wall
+    step_times += times
+    trainer.loss()
+    psnr, ssim = evaluate_views(trainer, views)
+    curve.append({'minutes': clock / 60.0, 'step': trainer.step,
+                  'psnr': psnr, 'ssim': ssim})
+    logging.info('lego: %.2f min, step %d: PSNR %.2f, SSIM %.4f.',
+                 clock / 60.0, trainer.step, psnr, ssim)
+    if trainer.step >= config.train.steps:
+      break
+  out = _OUT.value
+  plot = os.path.splitext(out)[0] + '.png' if out else 'bench_curve.png'
+  plot_curve(curve, plot, f'{name} on {os.path.basename(_DATA.value)}')
+  step_ms = rays_per_s = None
+  if step_times:
+    step_ms = 1e3 * float(np.median(step_times))
+    rays_per_s = 1e3 * trainer.batch_size / step_ms
+  return {
+      'suite': 'lego', 'env': environment(), 'config': name,
+      'config_file': 'experiments/configs/lego.py' + (
+          f':{CONFIG_ARGS[name]}' if CONFIG_ARGS[name] else ''),
+      'overrides': applied, 'data': _DATA.value, 'minutes': _MINUTES.value,
+      'eval_views': views.tolist(), 'batch_size': trainer.batch_size,
+      'compile_seconds': trainer.compile_seconds,
+      'train_step_ms': step_ms, 'train_rays_per_s': rays_per_s,
+      'curve': curve, 'plot': os.path.abspath(plot),
+      'peak_rss_mb': peak_rss_mb(), 'peak_device_mb': peak_device_mb(),
+  }
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  suite = _SUITE.value
+  if suite == 'lego' and not _DATA.value:
+    raise app.UsageError('--suite=lego needs --data=PATH, a Blender-format '
+                         'scene folder (e.g. ../shared/data/lego).')
+  if _DATA.value and not os.path.isdir(_DATA.value):
+    raise app.UsageError(f'--data={_DATA.value} is not a folder.')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.INFO)
+  start = time.time()
+  # Only the JSON goes to stdout: anything else printed goes to stderr.
+  with contextlib.redirect_stdout(sys.stderr):
+    result = run_lego() if suite == 'lego' else run_throughput(suite)
+  result['wall_seconds'] = time.time() - start
+  text = json.dumps(result, indent=2)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, 'w', encoding='utf-8') as f:
+      f.write(text + '\n')
+  sys.stdout.write(text + '\n')
+  sys.stdout.flush()
+
+
+if __name__ == '__main__':
+  app.run(main)

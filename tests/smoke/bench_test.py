@@ -1,0 +1,100 @@
+"""experiments.bench through the CLI: the quick suite at tiny sizes."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+from condnerf import edit_baselines
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+# Seconds-long sizes; the override also checks that overrides are applied
+# and recorded.
+TINY = ['--suite=quick', '--steps=2', '--resolution=16',
+        '--edit_train_steps=5', '--edit_steps=3', '--batch_size=64',
+        '--render_rays=64', '--matmul_rows=1024', '--repeats=2',
+        '--override=model.num_samples=(8, 8)']
+CONFIG_FIELDS = ('train_step_ms', 'train_rays_per_s', 'model_flops_per_ray',
+                 'mfu', 'mfu_vs_256', 'render_rays_per_s', 'peak_rss_mb',
+                 'matmul_gflops_at_width', 'compile_seconds')
+
+
+def run_bench(*args):
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.bench', *args], cwd=REPO, env=env,
+      capture_output=True, text=True, timeout=600, check=False)
+
+
+class BenchTest(absltest.TestCase):
+
+  def assertPositive(self, value, what):
+    self.assertIsInstance(value, (int, float), what)
+    self.assertGreater(value, 0, what)
+
+  def test_quick_suite_reports_every_field(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      out = os.path.join(tmp, 'sub', 'bench.json')
+      proc = run_bench(*TINY, f'--out={out}')
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      result = json.loads(proc.stdout)  # stdout is exactly one document.
+      with open(out) as f:
+        self.assertEqual(json.load(f), result)
+
+    env = result['env']
+    self.assertEqual(result['suite'], 'quick')
+    self.assertEqual(env['device_count'], 2)
+    for key in ('jax_version', 'device_kind', 'backend'):
+      self.assertIsInstance(env[key], str, key)
+      self.assertNotEmpty(env[key], key)
+
+    self.assertContainsSubset({'256', '64'}, set(result['matmul']))
+    for width, row in result['matmul'].items():
+      self.assertPositive(row['gflops'], f'matmul {width}')
+      self.assertPositive(row['gflops_one_device'], f'matmul {width}')
+    self.assertEqual(result['matmul_gflops'],
+                     result['matmul']['256']['gflops'])
+
+    self.assertEqual(set(result['configs']), {'nerf', 'fast'})
+    for name, row in result['configs'].items():
+      for field in CONFIG_FIELDS:
+        self.assertPositive(row[field], f'{name}.{field}')
+      self.assertEqual(row['batch_size'], 64)
+      self.assertEqual(row['overrides']['train.batch_size'], 64)
+      self.assertEqual(row['overrides']['model.num_samples'], [8, 8])
+      achieved = row['model_flops_per_ray'] * row['train_rays_per_s']
+      self.assertAlmostEqual(
+          row['mfu'], achieved / (row['matmul_gflops_at_width'] * 1e9),
+          delta=1e-6 * row['mfu'])
+      self.assertAlmostEqual(
+          row['mfu_vs_256'], achieved / (result['matmul_gflops'] * 1e9),
+          delta=1e-6 * row['mfu_vs_256'])
+    self.assertEqual(result['configs']['nerf']['trunk_width'], 256)
+    self.assertEqual(result['configs']['fast']['trunk_width'], 64)
+    # Eight 256-wide layers per sample cost more than a small hash-grid MLP.
+    self.assertGreater(result['configs']['nerf']['model_flops_per_ray'],
+                       result['configs']['fast']['model_flops_per_ray'])
+
+    self.assertEqual(set(result['edit_seconds']), set(edit_baselines.METHODS))
+    for method, row in result['edit_seconds'].items():
+      self.assertPositive(row['seconds'], f'{method}.seconds')
+      self.assertPositive(row['compile_seconds'], f'{method}.compile')
+      self.assertEqual(row['steps'], 3)
+    self.assertEqual(result['edit']['train_steps'], 5)
+    self.assertPositive(result['edit']['num_scribbles'], 'num_scribbles')
+    self.assertEqual(result['edit']['color'], '#2f5cff')
+    self.assertPositive(result['peak_rss_mb'], 'peak_rss_mb')
+
+  def test_lego_suite_without_data_fails_clearly(self):
+    proc = run_bench('--suite=lego', '--minutes=0.01')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('--suite=lego needs --data=PATH', proc.stderr)
+    self.assertEmpty(proc.stdout)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -54,12 +54,15 @@ class EditResult:
     params: field parameters after the edit (the originals for code/adapter).
     adapter: color adapter params, or None.
     info: `editing.EditInfo` of the optimization.
+    render_step: render step that applies the adapter (built once per
+      result, so renders do not recompile), or None.
   """
   method: str
   code: np.ndarray
   params: Any
   adapter: Optional[Any]
   info: Any
+  render_step: Optional[Any] = None
 
   def render(self, experiment, rays, code=None):
     """Renders numpy rays [H, W] with this edit (and optionally another code).
@@ -71,8 +74,11 @@ class EditResult:
     if self.adapter is None:
       return editing.render_with_code(experiment, None, rays, code,
                                       params=self.params)
+    if self.render_step is None:
+      self.render_step = inference.make_render_step(
+          experiment.model, experiment.mesh, apply_adapter)
     return editing.render_with_code(
-        experiment, None, rays, code, color_fn=apply_adapter,
+        experiment, None, rays, code, render_step=self.render_step,
         color_params=parallel.replicate(self.adapter, experiment.mesh),
         params=self.params)
 

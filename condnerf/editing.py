@@ -394,7 +394,7 @@ def fit(experiment, state, frames, views, masks=None, images=None,
                         learning_rate)
 
 
-def render_with_code(experiment, state, rays, code, color_fn=None,
+def render_with_code(experiment, state, rays, code, render_step=None,
                      color_params=None, params=None):
   """Renders rays [H, W] (or [N]) with one given code vector.
 
@@ -403,7 +403,9 @@ def render_with_code(experiment, state, rays, code, color_fn=None,
     state: `TrainState` (its params unless `params` is given).
     rays: `structs.Rays` of numpy arrays; their code_ids are ignored.
     code: f32[code_dim].
-    color_fn, color_params: optional color adapter (see `inference.shade`).
+    render_step: a render step from `inference.make_render_step` (default:
+      the experiment's); one built with a `color_fn` reads `color_params`.
+    color_params: replicated pytree for that step's color_fn.
     params: field parameters to use instead of `state.params`.
   Returns:
     dict of numpy rgb, depth, acc.
@@ -413,10 +415,7 @@ def render_with_code(experiment, state, rays, code, color_fn=None,
                              experiment.mesh)
   params = parallel.replicate(state.params if params is None else params,
                               experiment.mesh)
-  render_step = experiment.render_step
-  if color_fn is not None:
-    render_step = inference.make_render_step(experiment.model,
-                                             experiment.mesh, color_fn)
+  render_step = render_step or experiment.render_step
   chunk = experiment.config.eval.chunk
   if rays.code_ids.ndim == 2:
     return inference.render_image(render_step, params, table, rays, chunk,

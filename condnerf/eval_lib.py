@@ -38,6 +38,10 @@ def load_trained(config, workdir, experiment=None):
   """
   exp = train_lib.build_experiment(config) if experiment is None else experiment
   ckpt_dir = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(ckpt_dir):  # do not create folders in a wrong path.
+    raise NoCheckpointError(
+        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
+        'same --workdir.')
   ckpt = checkpointing.Checkpointer(ckpt_dir)
   try:
     restored, _ = ckpt.restore(exp.abstract_state().as_dict())

@@ -288,8 +288,11 @@ def transfer_params(experiment, source_workdir):
     FileNotFoundError: the source has no checkpoint.
     checkpointing.CheckpointMismatchError: the architectures differ.
   """
-  src = checkpointing.Checkpointer(os.path.join(source_workdir,
-                                                'checkpoints'))
+  src_dir = os.path.join(source_workdir, 'checkpoints')
+  if not os.path.isdir(src_dir):
+    raise FileNotFoundError(f'train.init_from={source_workdir} has no '
+                            'checkpoints/ folder to start from.')
+  src = checkpointing.Checkpointer(src_dir)
   try:
     params, step = src.restore_entry('params',
                                      experiment.abstract_state().params)

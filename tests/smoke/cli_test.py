@@ -77,6 +77,7 @@ class CliTest(absltest.TestCase):
                     expect_ok=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn('No checkpoint', proc.stderr)
+    self.assertFalse(os.path.exists(workdir))  # nothing created.
 
   def test_missing_dataset_explains(self):
     proc = run_main('--config=experiments/configs/lego.py:runlocal',

@@ -184,6 +184,28 @@ class Checkpointer:
     if not candidates:
       return None, None
 
+    def template(metadata, candidate):
+      _check_matches(metadata, abstract_state, candidate, self._directory)
+      return abstract_state
+
+    restored, step_found = self._restore_first_readable(candidates, template)
+    if step_found != candidates[0]:
+      logging.warning('Restored checkpoint step %d instead of step %d.',
+                      step_found, candidates[0])
+    return restored, step_found
+
+  def _restore_first_readable(self, candidates, template):
+    """Restores the first candidate step whose files can be read.
+
+    Args:
+      candidates: steps to try, in order.
+      template: `(metadata, step) -> abstract tree` to restore into; it may
+        raise CheckpointMismatchError, which is not caught.
+    Returns:
+      (restored state, step).
+    Raises:
+      CheckpointCorruptError: no candidate could be read.
+    """
     failures = []
     for candidate in candidates:
       try:
@@ -193,18 +215,15 @@ class Checkpointer:
         # depending on which file is damaged.
         failures.append(self._report_bad(candidate, e))
         continue
-      _check_matches(metadata, abstract_state, candidate, self._directory)
+      abstract = template(metadata, candidate)
       try:
         restored = self._manager.restore(
             candidate,
             args=ocp.args.Composite(
-                **{_ITEM: ocp.args.StandardRestore(abstract_state)}))
+                **{_ITEM: ocp.args.StandardRestore(abstract)}))
       except Exception as e:  # pylint: disable=broad-exception-caught
         failures.append(self._report_bad(candidate, e))
         continue
-      if candidate != candidates[0]:
-        logging.warning('Restored checkpoint step %d instead of step %d.',
-                        candidate, candidates[0])
       return restored[_ITEM], candidate
     raise CheckpointCorruptError(
         f'No readable checkpoint among steps {candidates} in '
@@ -230,34 +249,20 @@ class Checkpointer:
     candidates = self.all_steps()[::-1]
     if not candidates:
       return None, None
-    failures = []
-    for candidate in candidates:
-      try:
-        metadata = self._read_metadata(candidate)
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        failures.append(self._report_bad(candidate, e))
-        continue
+
+    def template(metadata, candidate):
       if name not in metadata:
         raise CheckpointMismatchError(
             f'Checkpoint step {candidate} in {self._directory} has no '
             f'{name!r}; it holds {sorted(metadata)}.')
       _check_matches({name: metadata[name]}, {name: abstract_entry},
                      candidate, self._directory)
-      abstract = {key: abstract_entry if key == name else
-                  _abstract_from_metadata(value)
-                  for key, value in metadata.items()}
-      try:
-        restored = self._manager.restore(
-            candidate,
-            args=ocp.args.Composite(
-                **{_ITEM: ocp.args.StandardRestore(abstract)}))
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        failures.append(self._report_bad(candidate, e))
-        continue
-      return restored[_ITEM][name], candidate
-    raise CheckpointCorruptError(
-        f'No readable checkpoint among steps {candidates} in '
-        f'{self._directory}:\n' + '\n'.join(failures))
+      return {key: abstract_entry if key == name else
+              _abstract_from_metadata(value)
+              for key, value in metadata.items()}
+
+    restored, step = self._restore_first_readable(candidates, template)
+    return restored[name], step
 
   def wait_until_finished(self):
     """Blocks until the save in flight (if any) is written and finalised.

@@ -95,6 +95,9 @@ def run(config, workdir):
   if ec.method not in edit_baselines.METHODS:
     raise editing.EditError(f'Unknown edit.method {ec.method!r}; choose one '
                             f'of {list(edit_baselines.METHODS)}.')
+  if ec.split not in ('train', 'val', 'test'):
+    raise editing.EditError(f"Unknown edit.split {ec.split!r}; choose "
+                            "'train', 'val' or 'test'.")
   bank = ec.bank or os.path.join(workdir, 'edit', 'codes.npz')
   editing.parse_color(ec.color)  # fail on a bad color before loading.
   exp, state = eval_lib.load_trained(config, workdir)

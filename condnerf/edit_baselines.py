@@ -123,10 +123,9 @@ def run_edit(experiment, state, batch, method='code', steps=200,
   batch = batch.replace(rays=batch.rays.replace(
       code_ids=np.zeros_like(batch.rays.code_ids)))
   if method == 'code':
-    table, info = editing.optimize_codes(
-        experiment, params, batch, init_code[None], steps,
-        learning_rate or 0.1)
-    return EditResult(method, table[0], params, None, info)
+    code, info = editing.recolor(experiment, state, batch, init_code, steps,
+                                 learning_rate or 0.1)
+    return EditResult(method, code, params, None, info)
 
   placed, level = editing.cache_geometry(experiment, params, batch)
   mask = _head_mask(params)

@@ -15,6 +15,7 @@ from condnerf import cameras
 from condnerf import checkpointing
 from condnerf import images
 from condnerf import train_lib
+from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 from condnerf.evaluators import image_metrics
 
@@ -55,8 +56,16 @@ def load_trained(config, workdir, experiment=None):
 
 
 def evaluate(config, workdir):
-  """`--mode=eval`: metrics and PNGs of the eval split in `workdir/eval`."""
-  exp, state = load_trained(config, workdir)
+  """`--mode=eval`: metrics and PNGs of the eval split in `workdir/eval`.
+
+  On many processes, each reads only its share of the split's images (see
+  `evaluators.image_metrics`); process 0 writes the results.
+  """
+  share = base.Share(jax.process_index(), jax.process_count(),
+                     config.eval.max_images)
+  scene = train_lib.load_scene(config.data, share=share)
+  exp, state = load_trained(config, workdir,
+                            train_lib.build_experiment(config, scene))
   evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
                                       max_images=config.eval.max_images,
                                       save_images=config.eval.save_images)

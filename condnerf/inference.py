@@ -79,13 +79,55 @@ def make_render_step(model, mesh, color_fn=None):
   return render_step
 
 
+def make_codes_render_step(model, mesh):
+  """Jitted render of the same rays under many codes at once.
+
+  The geometry of each ray is computed once; the color head runs for every
+  code of the table (vmapped), so evaluating a whole code bank or sweep is one
+  compiled computation.
+
+  Args:
+    model: an unbound `models.ConditionalNeRF`.
+    mesh: the data mesh.
+  Returns:
+    `render_step(params, table, rays, color_params=None)` with table
+    f32[num_codes, code_dim] and rays `structs.Rays` [num_rays] (their
+    code_ids are ignored), returning rgb f32[num_rays, num_codes, 3], depth
+    f32[num_rays] and acc f32[num_rays] (which no code changes).
+  """
+
+  def per_device(params, table, rays, color_params):
+    del color_params
+    level = model.apply({'params': params}, rays, method='geometry')[-1]
+    num_rays = rays.directions.shape[0]
+
+    def one(code):
+      return shade(model, params, level, rays.directions,
+                   jnp.broadcast_to(code, (num_rays, code.shape[-1])))
+
+    outs = jax.vmap(one, out_axes=1)(table)
+    return {'rgb': outs.rgb, 'depth': outs.depth[:, 0],
+            'acc': outs.acc[:, 0]}
+
+  mapped = jax.jit(jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
+      out_specs=P(parallel.AXIS)))
+
+  def render_step(params, table, rays, color_params=None):
+    return mapped(params, table, rays, color_params)
+
+  return render_step
+
+
 def render_rays(render_step, params, codes, rays, chunk, mesh,
                 color_params=None):
   """Renders any number of rays in fixed-size chunks.
 
-  Every process must call this with the same rays (each renders its share of
-  every chunk). The last chunk is padded with copies of its last ray and the
-  padding is dropped.
+  On a mesh spanning several processes, every process must call this with the
+  same rays (each renders its share of every chunk, and the pieces are
+  gathered). On a mesh of this process's devices only (`parallel.local_mesh`)
+  each process renders its own rays independently. The last chunk is padded
+  with copies of its last ray and the padding is dropped.
 
   Args:
     render_step: from `make_render_step`.
@@ -102,19 +144,21 @@ def render_rays(render_step, params, codes, rays, chunk, mesh,
   num_devices = mesh.devices.size
   chunk = -(-chunk // num_devices) * num_devices
   num_rays = rays.code_ids.shape[0]
+  processes = 1 if parallel.is_local(mesh) else jax.process_count()
   pieces = []
   for start in range(0, num_rays, chunk):
     part = jax.tree.map(lambda x, s=start: x[s:s + chunk], rays)
     part, _ = parallel.pad_to_multiple(part, chunk)
-    local = chunk // jax.process_count()
-    lo = jax.process_index() * local
-    part = jax.tree.map(lambda x, lo=lo: x[lo:lo + local], part)
+    if processes > 1:
+      local = chunk // processes
+      lo = jax.process_index() * local
+      part = jax.tree.map(lambda x, lo=lo: x[lo:lo + local], part)
     piece = render_step(params, codes, parallel.shard_batch(part, mesh),
                         color_params)
     # One chunk in flight: queued multi-device programs can deadlock
     # XLA:CPU's collectives (see train_lib).
     pieces.append(jax.block_until_ready(piece))
-  if jax.process_count() > 1:
+  if processes > 1:
     pieces = [multihost_utils.process_allgather(p, tiled=True) for p in pieces]
   out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]),
                      *pieces)

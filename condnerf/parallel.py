@@ -9,7 +9,12 @@ step is placed by a helper here first, because shard_map refuses inputs whose
 sharding differs from its in_specs.
 """
 
+import os
+import socket
+import time
+
 import jax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -22,6 +27,17 @@ def create_mesh(devices=None):
   """A 1-D ('data',) mesh over `devices` (default: all global devices)."""
   devices = jax.devices() if devices is None else list(devices)
   return Mesh(np.asarray(devices), (AXIS,))
+
+
+def local_mesh():
+  """A ('data',) mesh over this process's devices only."""
+  return create_mesh(jax.local_devices())
+
+
+def is_local(mesh):
+  """True when every device of `mesh` belongs to this process."""
+  index = jax.process_index()
+  return all(d.process_index == index for d in mesh.devices.flat)
 
 
 def data_sharding(mesh):
@@ -54,10 +70,137 @@ def shard_batch(tree, mesh):
     pytree of global jax arrays sharded as `P('data')`.
   """
   sharding = data_sharding(mesh)
-  if jax.process_count() == 1:
+  if jax.process_count() == 1 or is_local(mesh):
     return jax.device_put(tree, sharding)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), tree)
+
+
+def to_local(tree, mesh):
+  """Replicated global arrays, copied onto the devices of a local `mesh`.
+
+  Args:
+    tree: pytree of fully replicated jax arrays (e.g. restored params), on a
+      mesh that may span other processes.
+    mesh: a mesh of this process's devices.
+  Returns:
+    The same values replicated on `mesh`.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      x = x.addressable_data(0)  # this process's replica.
+    return x
+  return replicate(jax.tree.map(one, tree), mesh)
+
+
+def gather_arrays(array, ndim, dtype=np.float32):
+  """Every process's host array, of any shape, on every process.
+
+  Processes may hold arrays of different shapes (images of different sizes)
+  or nothing at all; arrays are padded to a common shape for one collective
+  and cropped back. Every process must call this (it is a collective).
+
+  Args:
+    array: numpy array of rank `ndim`, or None.
+    ndim: rank of the arrays.
+    dtype: their dtype.
+  Returns:
+    list (one entry per process, in process order) of numpy arrays or None.
+  """
+  if jax.process_count() == 1:
+    return [array]
+  shape = np.full((ndim,), -1, np.int32)  # -1: this process has nothing.
+  if array is not None:
+    shape[:] = array.shape
+  shapes = multihost_utils.process_allgather(shape)
+  buf = np.zeros(tuple(int(n) for n in np.maximum(shapes.max(0), 1)), dtype)
+  if array is not None:
+    buf[tuple(slice(0, n) for n in array.shape)] = array
+  everything = multihost_utils.process_allgather(buf)
+  return [None if shapes[q][0] < 0 else
+          everything[q][tuple(slice(0, int(n)) for n in shapes[q])]
+          for q in range(len(shapes))]
+
+
+def gather_strings(text):
+  """Every process's string (or None), as a list in process order."""
+  data = None if text is None else np.frombuffer(text.encode(), np.uint8)
+  return [None if d is None else bytes(d).decode()
+          for d in gather_arrays(data, 1, np.uint8)]
+
+
+def initialize_distributed(coordinator=None, num_processes=None,
+                           process_id=None, auto=False, init_timeout=120,
+                           heartbeat_timeout=60):
+  """Starts JAX's multi-controller runtime when this is a multi-process run.
+
+  Explicit (`coordinator` or $JAX_COORDINATOR_ADDRESS, with the process
+  count and id from the arguments or $JAX_NUM_PROCESSES/$JAX_PROCESS_ID), or
+  auto-detected on TPU pods and SLURM clusters when `auto`. On CPU the
+  collectives go through gloo.
+
+  Args:
+    coordinator: 'HOST:PORT' of process 0, or None.
+    num_processes: int or None.
+    process_id: int or None.
+    auto: call `jax.distributed.initialize()` with cluster auto-detection
+      when no coordinator is given.
+    init_timeout: seconds to wait for every process to connect.
+    heartbeat_timeout: seconds after which a silent process is declared dead
+      and the others fail instead of waiting forever.
+  Returns:
+    True when the runtime was started.
+  Raises:
+    ValueError: a coordinator without the process count or id.
+    ConnectionError: the coordinator could not be reached in time (the
+      message names the address).
+  """
+  coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
+    num_processes = int(os.environ['JAX_NUM_PROCESSES'])
+  if process_id is None and os.environ.get('JAX_PROCESS_ID'):
+    process_id = int(os.environ['JAX_PROCESS_ID'])
+  if not coordinator and not auto:
+    return False
+  if coordinator and (num_processes is None or process_id is None):
+    raise ValueError(
+        f'Coordinator {coordinator} given without the process count or id; '
+        'pass --num_processes and --process_id (or set JAX_NUM_PROCESSES and '
+        'JAX_PROCESS_ID).')
+  if coordinator and process_id:
+    # The runtime aborts the process (no Python error) when the coordinator
+    # never answers; probe it first to fail with a message instead.
+    wait_for_coordinator(coordinator, init_timeout)
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(
+      coordinator, num_processes, process_id,
+      initialization_timeout=init_timeout,
+      heartbeat_timeout_seconds=heartbeat_timeout)
+  return True
+
+
+def wait_for_coordinator(address, timeout):
+  """Returns once HOST:PORT accepts connections; raises after `timeout` s.
+
+  Raises:
+    ValueError: `address` is not HOST:PORT.
+    ConnectionError: nothing listened there in time (names the address).
+  """
+  host, _, port = address.rpartition(':')
+  if not host or not port.isdigit():
+    raise ValueError(f'Coordinator address {address!r} must be HOST:PORT.')
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=2):
+        return
+    except OSError as e:
+      if time.monotonic() > deadline:
+        raise ConnectionError(
+            f'Coordinator {address} did not answer within {timeout} s ({e}); '
+            'start process 0 first and check that HOST:PORT is reachable '
+            'from this host (or raise --init_timeout).') from e
+      time.sleep(0.5)
 
 
 def pad_to_multiple(tree, multiple):

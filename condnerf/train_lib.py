@@ -189,6 +189,8 @@ class Experiment:
     init_state: key -> replicated `TrainState` (jitted).
     train_step: from `make_train_step`.
     render_step: from `inference.make_render_step`.
+    codes_render_step: from `inference.make_codes_render_step` (one render
+      of the same rays under a whole table of codes).
   """
   config: ml_collections.ConfigDict
   scene: Any
@@ -198,6 +200,7 @@ class Experiment:
   init_state: Callable
   train_step: Callable
   render_step: Callable
+  codes_render_step: Callable
 
   def abstract_state(self):
     """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
@@ -213,13 +216,19 @@ class Experiment:
                                  rays, chunk, self.mesh)
 
 
-def load_scene(data_cfg):
-  """Loads the dataset named by `config.data` (see `data.scenes`)."""
+def load_scene(data_cfg, share=None):
+  """Loads the dataset named by `config.data` (see `data.scenes`).
+
+  Args:
+    data_cfg: the `config.data` section.
+    share: None, or a `data.base.Share`: read only this process's frames of
+      the val and test splits (multi-process evaluation).
+  """
   return scenes.load_scene(
       data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
       num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
       factor=data_cfg.factor, max_frames=data_cfg.max_frames,
-      holdout=data_cfg.holdout)
+      holdout=data_cfg.holdout, share=share)
 
 
 def build_experiment(config, scene=None, mesh=None):
@@ -255,7 +264,9 @@ def build_experiment(config, scene=None, mesh=None):
   return Experiment(config=config, scene=scene, model=model,
                     optimizer=optimizer, mesh=mesh, init_state=init_state,
                     train_step=train_step,
-                    render_step=inference.make_render_step(model, mesh))
+                    render_step=inference.make_render_step(model, mesh),
+                    codes_render_step=inference.make_codes_render_step(
+                        model, mesh))
 
 
 def restore_or_init(experiment, ckpt, key):

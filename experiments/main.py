@@ -6,6 +6,10 @@ r"""condnerf runner: train, evaluate or render from an ml_collections config.
   python -m experiments.main --config=... --workdir=... --mode=render
   python -m experiments.main --config=... --workdir=... --mode=edit \
       --config.edit.pixels="30,32;31,32" --config.edit.color="#2f5cff"
+Multi-process (each process runs the same command): add
+  --coordinator=HOST:PORT --num_processes=N --process_id=I
+or set $JAX_COORDINATOR_ADDRESS/$JAX_NUM_PROCESSES/$JAX_PROCESS_ID; on TPU
+pods and SLURM pass --distributed to auto-detect them.
 Override any field with `--config.section.key=value`; the config is locked,
 so a key that does not exist is an error.
 """
@@ -25,6 +29,7 @@ from ml_collections import config_flags
 
 from condnerf import edit_lib
 from condnerf import eval_lib
+from condnerf import parallel
 from condnerf import train_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -33,10 +38,21 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder of the run.')
 _MODE = flags.DEFINE_enum('mode', 'train',
                           ['train', 'eval', 'render', 'edit'], 'What to do.')
 _COORDINATOR = flags.DEFINE_string(
-    'coordinator', None, 'HOST:PORT of process 0 for multi-process runs.')
-_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None,
-                                      'Processes in a multi-process run.')
-_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process.')
+    'coordinator', None, 'HOST:PORT of process 0 for a multi-process run '
+    '(default: $JAX_COORDINATOR_ADDRESS).')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', None, 'Processes in the run (default: '
+    '$JAX_NUM_PROCESSES).')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', None, 'This process (default: $JAX_PROCESS_ID).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False, 'Start the multi-process runtime with cluster '
+    'auto-detection (TPU pods, SLURM) when no coordinator is given.')
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    'init_timeout', 120, 'Seconds to wait for all processes to connect.')
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout', 60, 'Seconds after which a silent process is '
+    'declared dead and the run fails.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -45,10 +61,10 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
-  if _COORDINATOR.value:
-    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
-                               _PROCESS_ID.value)
+  parallel.initialize_distributed(
+      _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+      auto=_DISTRIBUTED.value, init_timeout=_INIT_TIMEOUT.value,
+      heartbeat_timeout=_HEARTBEAT_TIMEOUT.value)
   logging.info('Devices: %d global, %d local, process %d of %d.',
                jax.device_count(), jax.local_device_count(),
                jax.process_index(), jax.process_count())

@@ -35,6 +35,10 @@ class Frames:
       background), when the source knows it (the procedural scene).
     appearances: None, or f32[N, 3] per-frame `(theta, s, g)` of an appearance
       variant dataset.
+    global_indices: None when these are all the frames of the split, else
+      i64[N], the position of each frame in the whole split (a process's
+      `Share` of it).
+    split_size: frames in the whole split when `global_indices` is set.
   """
   images: list
   alphas: Optional[list]
@@ -46,6 +50,8 @@ class Frames:
   far: float
   depths: Optional[list] = None
   appearances: Optional[np.ndarray] = None
+  global_indices: Optional[np.ndarray] = None
+  split_size: int = 0
 
   def __len__(self):
     return len(self.images)
@@ -61,7 +67,49 @@ class Frames:
         names=pick(self.names), near=self.near, far=self.far,
         depths=pick(self.depths),
         appearances=None if self.appearances is None
-        else self.appearances[indices])
+        else self.appearances[indices],
+        global_indices=None if self.global_indices is None
+        else self.global_indices[indices],
+        split_size=self.split_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Share:
+  """The frames of an evaluation split that one process holds.
+
+  Of the first `limit` frames (0 = all), process `index` of `count` holds
+  every `count`-th one starting at `index`, so round r of an evaluation
+  renders frames r * count ... r * count + count - 1 across the processes.
+  """
+  index: int = 0
+  count: int = 1
+  limit: int = 0
+
+  def __post_init__(self):
+    if not 0 <= self.index < self.count or self.limit < 0:
+      raise ValueError(f'Invalid share {self}: need 0 <= index < count and '
+                       'limit >= 0.')
+
+  def size(self, num_frames):
+    """Frames of the whole split that are shared out."""
+    return min(num_frames, self.limit) if self.limit else num_frames
+
+  def indices(self, num_frames):
+    """i64[n] positions in the split of the frames this process holds."""
+    return np.arange(self.index, self.size(num_frames), self.count)
+
+  def take(self, items):
+    """(this process's items, their positions) of a split's list."""
+    idx = self.indices(len(items))
+    return [items[i] for i in idx], idx
+
+  def mark(self, frames, indices, num_frames):
+    """`frames` (loaded from `take`'s items) tagged with their positions."""
+    return dataclasses.replace(frames, global_indices=np.asarray(indices),
+                               split_size=self.size(num_frames))
+
+
+EVAL_SPLITS = ('val', 'test')  # splits a loader's `share` applies to.
 
 
 @dataclasses.dataclass

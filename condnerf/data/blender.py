@@ -395,6 +395,23 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
       appearances=np.stack(appearances) if any(has_look) else None)
 
 
+def load_share(split, entries, share, load):
+  """`load(entries)`, or only `share`'s part of them for an eval split.
+
+  Args:
+    split: the split's name.
+    entries: list describing every frame of the split.
+    share: None or `base.Share`.
+    load: list of entries -> `base.Frames`.
+  Returns:
+    `base.Frames`, tagged with global positions when shared.
+  """
+  if share is None or split not in base.EVAL_SPLITS:
+    return load(entries)
+  mine, positions = share.take(entries)
+  return share.mark(load(mine), positions, len(entries))
+
+
 def assign_codes(splits, mode, num_codes):
   """Turns file appearance ids into code rows for every split.
 
@@ -470,7 +487,8 @@ def _appearance_table(meta, where):
 
 
 def load_blender(path, appearance='auto', num_codes=0,
-                 background=(1.0, 1.0, 1.0), factor=1, max_frames=0):
+                 background=(1.0, 1.0, 1.0), factor=1, max_frames=0,
+                 share=None):
   """Loads a Blender-format dataset.
 
   Args:
@@ -481,6 +499,8 @@ def load_blender(path, appearance='auto', num_codes=0,
     background: 3 floats in [0, 1], color the RGBA images are composited on.
     factor: int >= 1, box-downsampling factor (intrinsics are scaled).
     max_frames: when > 0, keep only the first `max_frames` of every split.
+    share: None, or a `base.Share`: of the val and test splits, read only
+      the frames this process evaluates.
   Returns:
     A validated `base.Scene`: near/far from the json's top-level `near`/`far`
     (default 2 and 6), `scene_bound` (default 1.5), up = +z.
@@ -518,9 +538,10 @@ def load_blender(path, appearance='auto', num_codes=0,
     frames = get_frames(metas[split], json_paths[split])
     if max_frames:
       frames = frames[:max_frames]
-    splits[split] = load_frames(
-        metas[split], frames, path, os.path.basename(json_paths[split]),
-        background, factor, near, far)
+    splits[split] = load_share(
+        split, frames, share, lambda entries, s=split: load_frames(
+            metas[s], entries, path, os.path.basename(json_paths[s]),
+            background, factor, near, far))
   if 'val' not in splits:
     splits['val'] = splits['test']
   splits, num_codes = assign_codes(splits, appearance, num_codes)

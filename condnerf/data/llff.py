@@ -215,7 +215,8 @@ def holdout_split(num_frames, holdout):
 
 
 def load_llff(path, factor=8, appearance='auto', num_codes=0,
-              background=(1.0, 1.0, 1.0), holdout=8, max_frames=0):
+              background=(1.0, 1.0, 1.0), holdout=8, max_frames=0,
+              share=None):
   """Loads an LLFF scene (see the module docstring for the normalisation).
 
   Args:
@@ -228,6 +229,8 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     holdout: every `holdout`-th image (from the first) is a test image; val
       is the test split.
     max_frames: when > 0, keep only the first `max_frames` of every split.
+    share: None, or a `base.Share`: of the held-out (val = test) split, read
+      only the frames this process evaluates.
   Returns:
     A validated `base.Scene` (up = +y). `metadata['bounds']` holds the scaled
     per-frame z-depth bounds f32[N, 2] of all frames and
@@ -311,7 +314,7 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
                for i in indices],
         near=near, far=far)
 
-  test = read(test_idx)
+  test = blender.load_share('test', list(test_idx), share, read)
   splits = {'train': read(train_idx), 'val': test, 'test': test}
   splits, num_codes = blender.assign_codes(splits, appearance, num_codes)
   scene = base.Scene(

@@ -81,7 +81,7 @@ def _check_camera_model(meta, frames, json_path):
 
 def load_nerfstudio(path, appearance='auto', num_codes=0,
                     background=(1.0, 1.0, 1.0), factor=1, holdout=8,
-                    max_frames=0):
+                    max_frames=0, share=None):
   """Loads a nerfstudio capture (see the module docstring for conventions).
 
   Args:
@@ -92,6 +92,8 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
     factor: int >= 1, box-downsampling factor (intrinsics are scaled).
     holdout: int >= 2; every `holdout`-th frame without a `split` key is test.
     max_frames: when > 0, keep only the first `max_frames` of every split.
+    share: None, or a `base.Share`: of the val and test splits, read only
+      the frames this process evaluates.
   Returns:
     A validated `base.Scene` (up = +y). `metadata['world_transform']` f64[4, 4]
     maps json coordinates to scene coordinates.
@@ -151,9 +153,10 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
       continue
     if max_frames:
       entries = entries[:max_frames]
-    loaded = blender.load_frames(meta, entries, folder,
-                                 os.path.basename(json_path), background,
-                                 factor, near, far)
+    loaded = blender.load_share(
+        split, entries, share, lambda e: blender.load_frames(
+            meta, e, folder, os.path.basename(json_path), background, factor,
+            near, far))
     loaded.poses = llff.transform_poses(loaded.poses, transform)
     splits[split] = loaded
   if 'test' not in splits:

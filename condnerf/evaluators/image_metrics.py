@@ -1,12 +1,21 @@
 """Per-image PSNR/SSIM of a split, with rendered PNGs and a contact sheet.
 
 Owns the files under `<workdir>/eval/`: `metrics.json` =
-`{"psnr": mean, "ssim": mean, "per_image": [{"name", "psnr", "ssim"}...]}`,
+`{"psnr": mean, "ssim": mean, "num_images", "seconds", "per_image":
+[{"index", "name", "psnr", "ssim"}...]}`, `per_image.csv` with the same rows,
 and, when asked, `rgb_NNN.png`, `depth_NNN.png`, `acc_NNN.png` and
-`contact_sheet.png` (ground truth | render | depth rows). Only process 0
-writes.
+`contact_sheet.png` (ground truth | render | depth rows), NNN being the
+frame's position in the split.
+
+Multi-process: the split is shared out across processes (`data.base.Share`:
+process p holds frames p, p + P, ...), each renders its frames on its own
+devices, and every round of P frames is gathered to process 0, which alone
+writes. A process without a frame in the last round contributes nothing, so
+no frame is dropped or counted twice and the result equals, image by image, a
+single-process evaluation.
 """
 
+import csv
 import json
 import os
 import time
@@ -16,10 +25,39 @@ import numpy as np
 import tqdm
 
 from condnerf import images
+from condnerf import inference
 from condnerf import metrics as metrics_lib
+from condnerf import parallel
+from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 
 _SHEET_ROWS = 8
+
+
+def process_share(frames, max_images=0):
+  """This process's frames of a split, tagged with their positions.
+
+  Args:
+    frames: a whole split, or a share a loader already read with
+      `base.Share(jax.process_index(), jax.process_count(), max_images)`.
+    max_images: evaluate only the first N frames of the split (0 = all).
+  Returns:
+    `base.Frames` with `global_indices` and `split_size` set.
+  Raises:
+    ValueError: `frames` is a share of another process layout.
+  """
+  share = base.Share(jax.process_index(), jax.process_count(), max_images)
+  if frames.global_indices is None:
+    idx = share.indices(len(frames))
+    return share.mark(frames.subset(idx), idx, len(frames))
+  expected = share.indices(frames.split_size)
+  if not np.array_equal(frames.global_indices[:len(expected)], expected):
+    raise ValueError(
+        f'These frames are a share {frames.global_indices.tolist()[:4]}... '
+        f'of a {frames.split_size}-frame split, not process '
+        f'{share.index} of {share.count}\'s; load the scene with '
+        f'data.base.Share({share.index}, {share.count}, {max_images}).')
+  return frames.subset(range(len(expected)))
 
 
 class Evaluator:
@@ -28,46 +66,72 @@ class Evaluator:
   def __init__(self, experiment, split='test', max_images=0,
                save_images=True):
     self.experiment = experiment
-    frames = getattr(experiment.scene, split)
-    if max_images:
-      frames = frames.subset(range(min(max_images, len(frames))))
-    self.frames = frames
+    self.frames = process_share(getattr(experiment.scene, split), max_images)
     self.split = split
     self.save_images = save_images
+    if jax.process_count() == 1:
+      self.mesh, self.render_step = experiment.mesh, experiment.render_step
+    else:  # each process renders its own frames on its own devices.
+      self.mesh = parallel.local_mesh()
+      self.render_step = inference.make_render_step(experiment.model,
+                                                    self.mesh)
+
+  def _render(self, params, codes, index):
+    """f32[H, W, 8] = rgb, depth, acc, ground truth of local frame `index`."""
+    out = inference.render_image(
+        self.render_step, params, codes,
+        sampler_lib.image_rays(self.frames, index),
+        self.experiment.config.eval.chunk, self.mesh)
+    return np.concatenate([out['rgb'], out['depth'][..., None],
+                           out['acc'][..., None], self.frames.images[index]],
+                          -1).astype(np.float32)
 
   def run(self, state, out_dir):
-    """Evaluates `state` and writes the outputs.
+    """Evaluates `state` and writes the outputs (process 0).
 
     Args:
       state: `train_lib.TrainState` (params and codes are used).
-      out_dir: folder for metrics.json and PNGs.
+      out_dir: folder for metrics.json, per_image.csv and PNGs.
     Returns:
-      dict with psnr, ssim (means) and per_image list.
+      dict with psnr, ssim (means), num_images, seconds and the per_image
+      list, on every process.
     """
     is_main = jax.process_index() == 0
     if is_main:
       os.makedirs(out_dir, exist_ok=True)
+    params, codes = parallel.to_local((state.params, state.codes), self.mesh)
+    frames, count = self.frames, jax.process_count()
+    total = frames.split_size
     per_image, sheet = [], []
     start = time.time()
-    for i in tqdm.trange(len(self.frames), desc=f'eval {self.split}',
-                         disable=not is_main, dynamic_ncols=True):
-      out = self.experiment.render(state,
-                                   sampler_lib.image_rays(self.frames, i))
-      gt = self.frames.images[i]
-      per_image.append({
-          'name': self.frames.names[i],
-          'psnr': float(metrics_lib.psnr(out['rgb'], gt)),
-          'ssim': float(metrics_lib.ssim(out['rgb'], gt)),
-      })
-      if is_main and self.save_images:
-        depth = images.colorize_depth(out['depth'], out['acc'],
-                                      self.frames.near, self.frames.far)
-        images.save_png(os.path.join(out_dir, f'rgb_{i:03d}.png'),
-                        out['rgb'])
-        images.save_png(os.path.join(out_dir, f'depth_{i:03d}.png'), depth)
-        images.save_png(os.path.join(out_dir, f'acc_{i:03d}.png'), out['acc'])
-        if len(sheet) < _SHEET_ROWS:
-          sheet.append([gt, out['rgb'], depth])
+    with tqdm.tqdm(total=total, desc=f'eval {self.split}', unit='img',
+                   disable=not is_main, dynamic_ncols=True) as bar:
+      for r in range(-(-total // count)):
+        mine = r < len(frames)
+        stack = self._render(params, codes, r) if mine else None
+        name = frames.names[r] if mine else None
+        for q, (pixels, frame_name) in enumerate(zip(
+            parallel.gather_arrays(stack, 3), parallel.gather_strings(name))):
+          if pixels is None:
+            continue
+          rgb, depth, acc, gt = (pixels[..., :3], pixels[..., 3],
+                                 pixels[..., 4], pixels[..., 5:])
+          index = r * count + q
+          per_image.append({
+              'index': index, 'name': frame_name,
+              'psnr': float(metrics_lib.psnr(rgb, gt)),
+              'ssim': float(metrics_lib.ssim(rgb, gt)),
+          })
+          if is_main and self.save_images:
+            colored = images.colorize_depth(depth, acc, frames.near,
+                                            frames.far)
+            images.save_png(os.path.join(out_dir, f'rgb_{index:03d}.png'), rgb)
+            images.save_png(os.path.join(out_dir, f'depth_{index:03d}.png'),
+                            colored)
+            images.save_png(os.path.join(out_dir, f'acc_{index:03d}.png'), acc)
+            if len(sheet) < _SHEET_ROWS:
+              sheet.append([gt, rgb, colored])
+          bar.update(1)
     results = {
         'psnr': float(np.mean([r['psnr'] for r in per_image])),
         'ssim': float(np.mean([r['ssim'] for r in per_image])),
@@ -79,8 +143,19 @@ class Evaluator:
       if sheet:
         images.save_png(os.path.join(out_dir, 'contact_sheet.png'),
                         images.contact_sheet(sheet))
-      tmp = os.path.join(out_dir, 'metrics.json.tmp')
-      with open(tmp, 'w') as f:
-        json.dump(results, f, indent=2)
-      os.replace(tmp, os.path.join(out_dir, 'metrics.json'))
+      write_results(results, out_dir)
     return results
+
+
+def write_results(results, out_dir):
+  """Writes metrics.json and per_image.csv atomically."""
+  tmp = os.path.join(out_dir, 'per_image.csv.tmp')
+  with open(tmp, 'w', newline='') as f:
+    writer = csv.DictWriter(f, ['index', 'name', 'psnr', 'ssim'])
+    writer.writeheader()
+    writer.writerows(results['per_image'])
+  os.replace(tmp, os.path.join(out_dir, 'per_image.csv'))
+  tmp = os.path.join(out_dir, 'metrics.json.tmp')
+  with open(tmp, 'w') as f:
+    json.dump(results, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, 'metrics.json'))

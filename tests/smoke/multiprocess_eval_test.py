@@ -1,0 +1,114 @@
+"""Evaluation split across 2 processes equals the single-process one.
+
+Each process has 2 forced CPU devices, talks gloo through a coordinator on
+127.0.0.1, reads only its share of the 3 test images and renders it on its
+own devices; process 0 gathers and writes.
+"""
+
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+
+from condnerf.data import procedural
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def main_command(*args):
+  return [sys.executable, '-m', 'experiments.main', *args]
+
+
+def run(*args, expect_ok=True, timeout=600):
+  proc = subprocess.run(main_command(*args), cwd=REPO, env=ENV,
+                        capture_output=True, text=True, timeout=timeout,
+                        check=False)
+  if expect_ok and proc.returncode:
+    raise AssertionError(f'{args} failed:\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def read_metrics(workdir):
+  with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+    return json.load(f)
+
+
+class MultiProcessEvalTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(cls.tmp.name, 'chair')
+    procedural.write_chair_dataset(data, resolution=16, num_train=4,
+                                   num_val=1, num_test=3)
+    cls.config = ['--config=experiments/configs/lego.py:runlocal',
+                  f'--config.data.path={data}', '--config.eval.max_images=0']
+    cls.workdir = os.path.join(cls.tmp.name, 'run')
+    run(*cls.config, f'--workdir={cls.workdir}', '--mode=train')
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def test_two_processes_equal_one(self):
+    run(*self.config, f'--workdir={self.workdir}', '--mode=eval')
+    single = read_metrics(self.workdir)
+    shutil.rmtree(os.path.join(self.workdir, 'eval'))
+
+    port = free_port()
+    procs = [subprocess.Popen(
+        main_command(*self.config, f'--workdir={self.workdir}', '--mode=eval',
+                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
+                     f'--process_id={i}', '--init_timeout=60'),
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+      self.assertEqual(p.returncode, 0, err[-3000:])
+    multi = read_metrics(self.workdir)
+
+    self.assertEqual(multi['num_images'], 3)  # odd count: nothing dropped.
+    self.assertEqual([r['name'] for r in multi['per_image']],
+                     [r['name'] for r in single['per_image']])
+    self.assertEqual([r['index'] for r in multi['per_image']], [0, 1, 2])
+    for a, b in zip(multi['per_image'], single['per_image']):
+      self.assertAlmostEqual(a['psnr'], b['psnr'], delta=1e-6)
+      self.assertAlmostEqual(a['ssim'], b['ssim'], delta=1e-6)
+    with open(os.path.join(self.workdir, 'eval', 'per_image.csv')) as f:
+      rows = list(csv.DictReader(f))
+    self.assertLen(rows, 3)
+    for i in range(3):
+      self.assertTrue(os.path.exists(
+          os.path.join(self.workdir, 'eval', f'rgb_{i:03d}.png')))
+
+  def test_unreachable_coordinator_fails_in_bounded_time(self):
+    address = f'127.0.0.1:{free_port()}'  # nobody listens there.
+    start = time.time()
+    proc = run(*self.config, f'--workdir={self.workdir}', '--mode=eval',
+               f'--coordinator={address}', '--num_processes=2',
+               '--process_id=1', '--init_timeout=5', expect_ok=False,
+               timeout=120)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn(address, proc.stderr)
+    self.assertLess(time.time() - start, 90)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,6 +1,7 @@
 """Every edit method behind one call: the code edit and weight-level baselines.
 
-Owns `METHODS`, `EditResult` and `run_edit(experiment, state, batch, method)`.
+Owns `METHODS`, `EditResult`, `run_edit(experiment, state, batch, method)`
+and `score_edit`, which measures any result on the same terms.
   code        optimize one appearance code; the field is frozen (editing.py).
   color_head  fine-tune only the color head's weights (geometry cached).
   adapter     train a 3x3 color matrix + bias applied to the head's output.
@@ -19,9 +20,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condnerf import codes as codes_lib
 from condnerf import editing
 from condnerf import inference
 from condnerf import losses
+from condnerf import metrics as metrics_lib
 from condnerf import parallel
 
 METHODS = ('code', 'color_head', 'adapter', 'full', 'hybrid')
@@ -185,3 +188,51 @@ def run_edit(experiment, state, batch, method='code', steps=200,
                       jax.device_get(mask))
   code = trained.get('code', init_code)
   return EditResult(method, np.asarray(code), new_params, None, info)
+
+
+def score_edit(experiment, state, result, batch, frames, views,
+               other_codes=()):
+  """How well an edit hit its scribbles and what else it changed.
+
+  Args:
+    experiment: `train_lib.Experiment`.
+    state: the trained `TrainState` the edit started from.
+    result: `EditResult`.
+    batch: the `editing.EditBatch` the edit was fitted to.
+    frames: `data.base.Frames` of the views checked for geometry drift.
+    views: view indices; each is rendered before (mean code, trained
+      weights) and after (the edit).
+    other_codes: f32[k, code_dim] other appearances (e.g. training codes),
+      rendered on `views[0]` with the trained and the edited weights.
+  Returns:
+    dict: method; scribble_psnr (edit renders of the scribbled rays vs their
+    targets, dB); drift_depth and drift_opacity (max |after - before| over
+    the views); collateral (max |rgb change| of the other appearances; 0
+    when the weights are untouched); steps; seconds (edit time without
+    compilation).
+  """
+  scribbled = result.render(experiment, batch.rays)['rgb']
+  original = EditResult('none', codes_lib.mean_code(
+      jax.device_get(state.codes)), state.params, None, None)
+  drift_depth = drift_opacity = 0.0
+  for view in views:
+    rays = editing.view_rays(frames, view)
+    before, after = original.render(experiment, rays), result.render(
+        experiment, rays)
+    drift_depth = max(drift_depth, float(np.max(np.abs(
+        after['depth'] - before['depth']))))
+    drift_opacity = max(drift_opacity, float(np.max(np.abs(
+        after['acc'] - before['acc']))))
+  collateral = 0.0
+  if len(other_codes) and len(views):
+    rays = editing.view_rays(frames, views[0])
+    for code in np.asarray(other_codes):
+      mine = original.render(experiment, rays, code)['rgb']
+      theirs = result.render(experiment, rays, code)['rgb']
+      collateral = max(collateral, float(np.max(np.abs(theirs - mine))))
+  mse = float(np.mean((np.clip(scribbled, 0.0, 1.0) - batch.target)**2))
+  return {'method': result.method,
+          'scribble_psnr': float(metrics_lib.mse_to_psnr(max(mse, 1e-10))),
+          'drift_depth': drift_depth, 'drift_opacity': drift_opacity,
+          'collateral': collateral, 'steps': result.info.steps,
+          'seconds': result.info.seconds}

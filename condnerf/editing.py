@@ -8,8 +8,9 @@ Owns the edit operations and the optimizer that drives them:
   `optimize_codes`   caches geometry, compiles, runs the steps, times them.
   `recolor`, `fit`   scribble recoloring and NeRF-W style inversion on top.
   `render_with_code`, `interpolation_sweep`   swap and blend renders.
-Scribble parsing (`parse_color`, `scribble_batch`) lives here too. The
-weight-level baselines are in `edit_baselines.py`, behind the same call.
+Scribble parsing and drawing (`parse_color`, `brush_mask`, `scribble_batch`)
+live here too. The weight-level baselines are in `edit_baselines.py`, behind
+the same call.
 
 Symbols: `num_rays` scribbled or fitted rays, `num_codes` rows of the table
 being optimized, `code_dim` code width.
@@ -81,6 +82,36 @@ def parse_color(text):
   if np.any(values > 255):
     raise EditError(f'Color {text!r} has components above 255.')
   return values / 255.0
+
+
+def brush_mask(height, width, points, radius=1.5):
+  """bool[H, W]: a brush stroke through points, as drawn in a paint program.
+
+  Args:
+    height, width: image size in pixels.
+    points: f32[n, 2] (row, col) of the stroke's vertices (n >= 1), joined
+      by straight segments.
+    radius: brush radius in pixels; a pixel is painted when its center is
+      within `radius` of the stroke.
+  Returns:
+    bool[height, width].
+  """
+  points = np.asarray(points, np.float32).reshape(-1, 2)
+  if not len(points):
+    raise EditError('A brush stroke needs at least one point.')
+  grid = np.stack(np.meshgrid(np.arange(height), np.arange(width),
+                              indexing='ij'), -1).astype(np.float32)
+  starts = points[:-1] if len(points) > 1 else points
+  ends = points[1:] if len(points) > 1 else points
+  mask = np.zeros((height, width), bool)
+  for a, b in zip(starts, ends):
+    seg = b - a
+    length2 = float(seg @ seg)
+    t = (np.zeros((height, width)) if length2 == 0.0
+         else np.clip(((grid - a) @ seg) / length2, 0.0, 1.0))
+    nearest = a + t[..., None] * seg
+    mask |= np.sum((grid - nearest)**2, -1) <= radius**2
+  return mask
 
 
 def mask_to_pixels(mask):

@@ -1,8 +1,10 @@
 """Image files and visualisations, on host numpy arrays.
 
 Owns PNG and GIF reading and writing (files are written to a temporary name
-and renamed, so a crash never leaves a half-written image), the depth
-colormap, and contact sheets that tile images into a labelled grid. Images
+and renamed, so a crash never leaves a half-written image; `encode_png` and
+`encode_gif` give the same bytes in memory), the depth colormap, difference
+images, nearest-neighbour upscaling and contact sheets that tile images into
+a labelled grid. Images
 are float arrays in [0, 1], `f32[H, W, 3]` unless stated otherwise; values
 outside [0, 1] are clipped when written.
 
@@ -10,6 +12,7 @@ It does not own image metrics (`metrics.py`), dataset decoding (`data/`), or
 writing to TensorBoard (`writers.py`).
 """
 
+import io
 import os
 import tempfile
 
@@ -77,8 +80,21 @@ def save_png(path, image):
     image: f32[H, W, 3] (also [H, W], [H, W, 1] or [H, W, 4]) in [0, 1];
       clipped, and quantised to 8 bits.
   """
-  pil_image = _pil_image(image)
-  _atomic_save(path, lambda f: pil_image.save(f, format='PNG'))
+  data = encode_png(image)
+  _atomic_save(path, lambda f: f.write(data))
+
+
+def encode_png(image):
+  """PNG file contents of an image (as `save_png` writes them).
+
+  Args:
+    image: f32[H, W, 3] (also [H, W], [H, W, 1] or [H, W, 4]) in [0, 1].
+  Returns:
+    bytes.
+  """
+  buffer = io.BytesIO()
+  _pil_image(image).save(buffer, format='PNG')
+  return buffer.getvalue()
 
 
 def load_png(path):
@@ -236,14 +252,92 @@ def save_gif(path, frames, fps=10):
     fps: frames per second. GIF stores delays in hundredths of a second, so
       the rate is rounded accordingly.
   """
-  if not frames:
-    raise ValueError('save_gif needs at least one frame.')
+  data = encode_gif(frames, fps)
+  _atomic_save(path, lambda f: f.write(data))
+
+
+def encode_gif(frames, fps=10):
+  """Looping GIF file contents of frames (as `save_gif` writes them).
+
+  Args:
+    frames: list of f32[H, W, 3] images in [0, 1], all the same size.
+    fps: frames per second (GIF delays are hundredths of a second).
+  Returns:
+    bytes.
+  """
+  if not len(frames):
+    raise ValueError('a GIF needs at least one frame.')
   pil_frames = [_pil_image(frame).convert('RGB') for frame in frames]
   if len({im.size for im in pil_frames}) != 1:
     raise ValueError('all GIF frames must have the same size.')
   duration_ms = max(10, int(round(1000.0 / fps)))
-  _atomic_save(
-      path,
-      lambda f: pil_frames[0].save(
-          f, format='GIF', save_all=True, append_images=pil_frames[1:],
-          duration=duration_ms, loop=0))
+  buffer = io.BytesIO()
+  pil_frames[0].save(buffer, format='GIF', save_all=True,
+                     append_images=pil_frames[1:], duration=duration_ms,
+                     loop=0)
+  return buffer.getvalue()
+
+
+def upscale(image, factor):
+  """Nearest-neighbour enlargement, so small renders stay crisp on screen.
+
+  Args:
+    image: f32[H, W, ...].
+    factor: integer >= 1.
+  Returns:
+    f32[H * factor, W * factor, ...].
+  """
+  factor = int(factor)
+  if factor < 1:
+    raise ValueError(f'upscale factor must be an integer >= 1, got {factor}.')
+  image = np.asarray(image)
+  return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+
+
+def paint_mask(image, mask, color):
+  """An image with the pixels of a mask painted one color (scribbles).
+
+  Args:
+    image: f32[H, W, 3].
+    mask: bool[H, W].
+    color: f32[3] in [0, 1].
+  Returns:
+    f32[H, W, 3], a copy.
+  """
+  out = np.array(_as_rgb(image), np.float32)
+  mask = np.asarray(mask, bool)
+  if mask.shape != out.shape[:2]:
+    raise ValueError(f'mask {mask.shape} does not match image '
+                     f'{out.shape[:2]}.')
+  out[mask] = np.asarray(color, np.float32)
+  return out
+
+
+def difference_image(a, b, vmax=None):
+  """Colors |a - b| with viridis: dark purple = equal, yellow = `vmax`.
+
+  Args:
+    a: f32[H, W] or f32[H, W, C] (an image, a depth or an opacity map).
+    b: same shape as `a`. Entries equal to `a`'s (inf and NaN included)
+      differ by 0; a non-finite entry that is not equal differs by inf.
+    vmax: difference shown as the top of the colormap; None = the largest
+      finite difference (1 when there is none, so equal inputs stay dark).
+  Returns:
+    (f32[H, W, 3] colored difference (max over channels), float max |a - b|
+    over every pixel and channel).
+  """
+  a = np.asarray(a, np.float32)
+  b = np.asarray(b, np.float32)
+  if a.shape != b.shape:
+    raise ValueError(f'cannot compare shapes {a.shape} and {b.shape}.')
+  same = (a == b) | (np.isnan(a) & np.isnan(b))
+  with np.errstate(invalid='ignore'):
+    diff = np.where(same, 0.0, np.abs(a - b))
+  diff = np.nan_to_num(diff, nan=np.inf, posinf=np.inf)
+  if diff.ndim == 3:
+    diff = diff.max(-1)
+  largest = float(diff.max()) if diff.size else 0.0
+  if vmax is None:
+    vmax = float(diff[np.isfinite(diff)].max(initial=0.0)) or 1.0
+  colored = viridis(np.where(np.isfinite(diff), diff / vmax, 1.0))
+  return colored, largest

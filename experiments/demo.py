@@ -28,9 +28,8 @@ import numpy as np
 from condnerf import edit_lib
 from condnerf import eval_lib
 from condnerf import images
+from condnerf import runs
 from condnerf import train_lib
-from condnerf.data import procedural
-from condnerf.data import variants
 from condnerf.evaluators import edit_benchmark
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,19 +44,9 @@ def ensure_scene(config, workdir):
   Returns:
     The variants dataset path.
   """
-  gen = config.data.procedural
-  data_dir = os.path.join(workdir, 'data')
-  plain = os.path.join(data_dir, 'chair')
-  varied = os.path.join(data_dir, 'chair_variants')
-  if not os.path.exists(os.path.join(plain, 'transforms_train.json')):
-    procedural.write_chair_dataset(
-        plain, resolution=gen.resolution, num_train=gen.num_train,
-        num_val=gen.num_val, num_test=gen.num_test, seed=config.seed,
-        supersample=gen.supersample)
-  if not os.path.exists(os.path.join(varied, 'transforms_train.json')):
-    variants.make_variants(plain, varied, seed=config.seed,
-                           num_appearances=gen.num_appearances)
-  return varied
+  return runs.ensure_chair_scene(os.path.join(workdir, 'data'),
+                                 seed=config.seed,
+                                 **config.data.procedural.to_dict())
 
 
 def scribble_mask(scene, view, count, seed):

@@ -181,5 +181,29 @@ class BatchedFitDevicesTest(absltest.TestCase):
     np.testing.assert_allclose(codes1, codes8, atol=1e-5)
 
 
+class BrushMaskTest(absltest.TestCase):
+
+  def test_matches_a_sampled_stroke(self):
+    points = np.array([(2.0, 1.0), (2.0, 8.0), (7.5, 9.0)])
+    radius = 1.3
+    mask = editing.brush_mask(10, 12, points, radius)
+    # Reference: distance to many points along the stroke.
+    t = np.linspace(0.0, 1.0, 2001)[:, None]
+    samples = np.concatenate([a + t * (b - a)
+                              for a, b in zip(points[:-1], points[1:])])
+    rows, cols = np.mgrid[:10, :12]
+    pixels = np.stack([rows, cols], -1).reshape(-1, 1, 2)
+    dist = np.sqrt(((pixels - samples)**2).sum(-1)).min(-1).reshape(10, 12)
+    clear = np.abs(dist - radius) > 0.01  # away from the brush's edge.
+    np.testing.assert_array_equal(mask[clear], (dist <= radius)[clear])
+    self.assertGreater(mask.sum(), 20)
+
+  def test_single_point_is_a_dot(self):
+    mask = editing.brush_mask(5, 5, [(2, 2)], radius=1.0)
+    self.assertEqual(mask.sum(), 5)  # the center and its 4 neighbours.
+    with self.assertRaisesRegex(editing.EditError, 'at least one point'):
+      editing.brush_mask(5, 5, [])
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -1,5 +1,6 @@
 """Tests for condnerf.images."""
 
+import io
 import os
 import tempfile
 
@@ -137,6 +138,88 @@ class GifTest(absltest.TestCase):
   def test_mismatched_frames_raise(self):
     with self.assertRaisesRegex(ValueError, 'same size'):
       images.save_gif('unused.gif', [np.zeros((2, 2, 3)), np.zeros((3, 2, 3))])
+
+
+class EncodeTest(absltest.TestCase):
+
+  def test_encode_png_matches_saved_file(self):
+    directory = self.enter_context(tempfile.TemporaryDirectory())
+    image = _random_image((5, 7, 3))
+    path = os.path.join(directory, 'img.png')
+    images.save_png(path, image)
+    with open(path, 'rb') as f:
+      self.assertEqual(images.encode_png(image), f.read())
+
+  def test_encode_gif_frames(self):
+    frames = [np.full((4, 6, 3), v, np.float32) for v in (0.0, 1.0)]
+    data = images.encode_gif(frames, fps=10)
+    self.assertTrue(data.startswith(b'GIF8'))
+    with Image.open(io.BytesIO(data)) as gif:
+      self.assertEqual((gif.n_frames, gif.size), (2, (6, 4)))
+
+  def test_encode_gif_needs_frames(self):
+    with self.assertRaisesRegex(ValueError, 'at least one frame'):
+      images.encode_gif([])
+
+
+class UpscalePaintTest(absltest.TestCase):
+
+  def test_upscale_repeats_pixels(self):
+    image = _random_image((2, 3, 3))
+    big = images.upscale(image, 3)
+    self.assertEqual(big.shape, (6, 9, 3))
+    np.testing.assert_array_equal(big[::3, ::3], image)
+    np.testing.assert_array_equal(big[2::3, 2::3], image)
+    np.testing.assert_array_equal(images.upscale(image, 1), image)
+    with self.assertRaisesRegex(ValueError, '>= 1'):
+      images.upscale(image, 0)
+
+  def test_paint_mask(self):
+    image = np.zeros((3, 4, 3), np.float32)
+    mask = np.zeros((3, 4), bool)
+    mask[1, 2] = True
+    out = images.paint_mask(image, mask, (0.2, 0.4, 1.0))
+    np.testing.assert_allclose(out[1, 2], [0.2, 0.4, 1.0])
+    self.assertEqual(np.count_nonzero(out.any(-1)), 1)
+    self.assertEqual(np.count_nonzero(image), 0)  # the input is untouched.
+    with self.assertRaisesRegex(ValueError, 'does not match'):
+      images.paint_mask(image, mask[:2], (1, 1, 1))
+
+
+class DifferenceImageTest(absltest.TestCase):
+
+  def test_equal_inputs_are_dark_and_zero(self):
+    depth = np.array([[1.0, np.inf], [np.nan, 2.0]], np.float32)
+    colored, largest = images.difference_image(depth, depth.copy())
+    self.assertEqual(largest, 0.0)
+    self.assertEqual(colored.shape, (2, 2, 3))
+    np.testing.assert_allclose(colored, np.broadcast_to(images.viridis(0.0),
+                                                        (2, 2, 3)))
+
+  def test_scale_and_max_over_channels(self):
+    a = np.zeros((1, 3, 3), np.float32)
+    b = a.copy()
+    b[0, 1, 2] = 0.5
+    b[0, 2, 0] = -0.25
+    colored, largest = images.difference_image(a, b)
+    self.assertEqual(largest, 0.5)
+    np.testing.assert_allclose(colored[0, 0], images.viridis(0.0))
+    np.testing.assert_allclose(colored[0, 1], images.viridis(1.0))
+    np.testing.assert_allclose(colored[0, 2], images.viridis(0.5))
+    fixed, _ = images.difference_image(a, b, vmax=1.0)
+    np.testing.assert_allclose(fixed[0, 1], images.viridis(0.5))
+
+  def test_non_finite_change_is_infinite(self):
+    a = np.array([[1.0, 1.0]], np.float32)
+    b = np.array([[np.inf, 1.5]], np.float32)
+    colored, largest = images.difference_image(a, b)
+    self.assertEqual(largest, np.inf)
+    np.testing.assert_allclose(colored[0, 0], images.viridis(1.0))
+    np.testing.assert_allclose(colored[0, 1], images.viridis(1.0))
+
+  def test_shape_mismatch_raises(self):
+    with self.assertRaisesRegex(ValueError, 'cannot compare'):
+      images.difference_image(np.zeros((2, 2)), np.zeros((2, 3)))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,58 @@
+r"""The demo: the procedural red chair under 8 appearance variants.
+
+This is the project's embedded default scene, so its config lives in the
+library: notebooks (which import `condnerf` only) train it when a demo run
+is absent, and `experiments/configs/demo.py` re-exports it for the CLI:
+
+  python -m experiments.demo --workdir=runs/demo      # makes data, trains
+  python -m experiments.main --config=experiments/configs/demo.py \
+      --workdir=runs/demo --mode=eval
+
+Each frame's colors are the chair's under one of 8 random (hue, chroma,
+gain) appearances; frames sharing an appearance share a code, so test views
+are scored with the right code. `config.data.procedural` holds the scene
+generation settings (`runs.ensure_chair_scene` reads them).
+Arguments:
+  runlocal   the seconds-long test variant of `base.apply_runlocal`.
+  small      a tiny but complete demo (3 appearances, 24 px, a few seconds
+             of training): what notebooks train in tests or when no demo
+             run exists.
+"""
+
+from condnerf.configs import base
+from condnerf.configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False, small=False)
+  config = base.get_config('fast')
+  config.data.name = 'blender'
+  config.data.path = 'runs/demo/data/chair_variants'
+  config.data.appearance = 'ids'
+  # Procedural-scene generation settings (read by runs.ensure_chair_scene).
+  config.data.procedural = dict(resolution=64, num_train=100, num_val=4,
+                                num_test=16, num_appearances=8, supersample=3)
+  config.train.steps = 1600
+  config.train.minutes = 5.5
+  config.train.log_every = 50
+  config.train.checkpoint_every = 1000
+  config.train.val_every = 1000
+  if arg.runlocal:
+    base.apply_runlocal(config)
+    config.data.procedural.update(resolution=16, num_train=8, num_val=2,
+                                  num_test=2)
+  if arg.small:
+    apply_small(config)
+  return config
+
+
+def apply_small(config):
+  """A tiny demo whose every split has every appearance's code trained."""
+  base.apply_runlocal(config)
+  config.data.max_frames = 0  # keep all frames: each appearance in train.
+  config.data.procedural.update(resolution=24, num_train=12, num_val=1,
+                                num_test=3, num_appearances=3, supersample=1)
+  config.train.update(steps=40, minutes=0.0, batch_size=256, log_every=10,
+                      checkpoint_every=0, val_every=0)
+  config.eval.max_images = 0
+  config.render.num_frames = 8

@@ -1,0 +1,131 @@
+"""Inline display in Jupyter: images, GIF animations and small tables.
+
+Owns turning host arrays into what a notebook shows: `show` (an image or a
+labelled row of images, as PNG), `show_gif` (an animation, inline; no video
+codec needed) and `show_table` (rows of dicts as a Markdown table, built by
+`markdown_table`). Each can also write what it shows to a file (`save_to`),
+which is how the figures in docs/ are exported. IPython is imported only
+when something is displayed, so the library does not depend on it.
+
+It does not own image encoding or layout (`images.py`) or what is rendered
+(`gallery.py`).
+"""
+
+import math
+import os
+
+import numpy as np
+
+from condnerf import images
+
+
+def _ipython():
+  """IPython's display module, imported on first use."""
+  # pylint: disable-next=g-import-not-at-top
+  from IPython import display as ipython_display
+  return ipython_display
+
+
+def _row(image, labels):
+  if isinstance(image, (list, tuple)):
+    return images.contact_sheet(
+        [list(image)], None if labels is None else [list(labels)])
+  return image
+
+
+def show(image, labels=None, scale=1, save_to=None):
+  """Shows an image, or a row of images, inline as a PNG.
+
+  Args:
+    image: f32[H, W, 3] (or [H, W]) in [0, 1], or a list of them (shown side
+      by side, labelled with `labels`).
+    labels: None, or one string per image of a list.
+    scale: integer nearest-neighbour enlargement (small renders).
+    save_to: None, or a PNG path to write the shown image to.
+  Returns:
+    The PNG bytes shown.
+  """
+  shown = images.upscale(_row(image, labels), scale)
+  data = images.encode_png(shown)
+  if save_to:
+    images.save_png(save_to, shown)
+  ipython = _ipython()
+  ipython.display(ipython.Image(data=data, format='png'))
+  return data
+
+
+def show_gif(frames, fps=10, scale=1, save_to=None):
+  """Shows frames inline as a looping GIF animation.
+
+  Args:
+    frames: list of f32[H, W, 3] in [0, 1], all the same size.
+    fps: frames per second.
+    scale: integer nearest-neighbour enlargement.
+    save_to: None, or a GIF path to write the animation to.
+  Returns:
+    The GIF bytes shown.
+  """
+  frames = [images.upscale(frame, scale) for frame in frames]
+  data = images.encode_gif(frames, fps)
+  if save_to:
+    images.save_gif(save_to, frames, fps)
+  ipython = _ipython()
+  ipython.display(ipython.Image(data=data, format='gif'))
+  return data
+
+
+def _cell(value, digits):
+  if isinstance(value, (bool, np.bool_)):
+    return str(bool(value))
+  if isinstance(value, (int, np.integer)):
+    return str(int(value))
+  if isinstance(value, (float, np.floating)):
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+      return str(value)
+    return f'{value:.{digits}g}'
+  return str(value).replace('|', '\\|').replace('\n', ' ')
+
+
+def markdown_table(rows, columns=None, digits=3):
+  """Rows of dicts as a Markdown table.
+
+  Args:
+    rows: list of dicts (one per row).
+    columns: column keys in order (default: the keys of the first row, then
+      any new keys of later rows); a missing value is left empty.
+    digits: significant digits of floats.
+  Returns:
+    str, one line per row after a header and a separator.
+  """
+  if columns is None:
+    columns = []
+    for row in rows:
+      columns += [k for k in row if k not in columns]
+  lines = ['| ' + ' | '.join(str(c) for c in columns) + ' |',
+           '|' + '|'.join('---' for _ in columns) + '|']
+  for row in rows:
+    lines.append('| ' + ' | '.join(
+        _cell(row[c], digits) if c in row else '' for c in columns) + ' |')
+  return '\n'.join(lines)
+
+
+def show_table(rows, columns=None, digits=3, save_to=None):
+  """Shows rows of dicts inline as a table (see `markdown_table`).
+
+  Args:
+    rows: list of dicts.
+    columns: column keys in order (default: all, in first-seen order).
+    digits: significant digits of floats.
+    save_to: None, or a path to write the Markdown text to.
+  Returns:
+    The Markdown text.
+  """
+  text = markdown_table(rows, columns, digits)
+  if save_to:
+    os.makedirs(os.path.dirname(os.path.abspath(save_to)), exist_ok=True)
+    with open(save_to, 'w') as f:
+      f.write(text + '\n')
+  ipython = _ipython()
+  ipython.display(ipython.Markdown(text))
+  return text

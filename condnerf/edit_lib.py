@@ -11,6 +11,9 @@ layout of `<workdir>/edit/<name>/`:
   fit          fitted codes of `views` (whole images) saved to the bank.
   nerfw        NeRF-W protocol on every view of the split: a code fitted on
                the left half, PSNR on the right half (per view and mean).
+  codes        every row of the code table and every code of the bank on
+               every view, one batched render per view: <name>_viewNNN.png
+               and grid.png (views x codes).
 The training checkpoint is only read, never written. Outputs are written
 to a temporary folder and moved into place when complete.
 """
@@ -31,7 +34,8 @@ from condnerf import images
 from condnerf import metrics as metrics_lib
 from condnerf.evaluators import edit_benchmark
 
-OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw')
+OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw',
+              'codes')
 
 
 def parse_pixels(text):
@@ -242,5 +246,28 @@ def _nerfw(exp, state, ec, frames, table, bank, out):
           'per_view': per_view}
 
 
+def _codes(exp, state, ec, frames, table, bank, out):
+  """Every code of the table and the bank on every view, batched per view."""
+  named = {f'row_{i}': code for i, code in enumerate(table)}
+  if os.path.exists(bank):
+    named.update(codes_lib.load_bank(bank))
+  names = list(named)
+  stacked = np.stack([named[n] for n in names])
+  grid = []
+  for i in range(len(frames)):
+    rgb = editing.render_codes(exp, state, editing.view_rays(frames, i),
+                               stacked)['rgb']
+    grid.append(list(rgb))
+    if out:
+      for name, image in zip(names, rgb):
+        images.save_png(os.path.join(out, f'{name}_view{i:03d}.png'), image)
+  if out and grid:
+    images.save_png(os.path.join(out, 'grid.png'),
+                    images.contact_sheet(grid[:8]))
+  return {'operation': 'codes', 'codes': names, 'num_views': len(frames),
+          'bank': bank if os.path.exists(bank) else None}
+
+
 _OPERATIONS = {'recolor': _recolor, 'benchmark': _benchmark, 'swap': _swap,
-               'interpolate': _interpolate, 'fit': _fit, 'nerfw': _nerfw}
+               'interpolate': _interpolate, 'fit': _fit, 'nerfw': _nerfw,
+               'codes': _codes}

@@ -207,7 +207,7 @@ def cache_geometry(experiment, params, batch):
   weight = np.asarray(padded.weight).copy()
   weight[n:] = 0.0
   padded = padded.replace(weight=weight)
-  placed = parallel.shard_batch(padded, mesh)
+  placed = parallel.shard_batch(parallel.process_rows(padded), mesh)
   level = make_geometry_step(experiment.model, mesh)(params, placed.rays)
   return placed, level
 
@@ -455,6 +455,40 @@ def render_with_code(experiment, state, rays, code, render_step=None,
                                experiment.mesh, color_params)
 
 
+def render_codes(experiment, state, rays, table, params=None, chunk=None):
+  """Renders rays under every code of a table in one batched computation.
+
+  Each ray's geometry is computed once and the color head runs for all codes
+  (see `inference.make_codes_render_step`): the way to evaluate a whole code
+  bank, an interpolation sweep or a batch of edits.
+
+  Args:
+    experiment: `train_lib.Experiment`.
+    state: `TrainState` (its params unless `params` is given).
+    rays: `structs.Rays` of numpy arrays, leading shape [H, W] or [N]; their
+      code_ids are ignored.
+    table: f32[num_codes, code_dim].
+    params: field parameters to use instead of `state.params`.
+    chunk: rays x codes per call (default: config.eval.chunk).
+  Returns:
+    dict of numpy rgb f32[num_codes, H, W, 3] (or [num_codes, N, 3]), and
+    depth, acc f32[H, W] (or [N]), which no code changes.
+  """
+  table = np.asarray(table, np.float32)
+  if table.ndim != 2:
+    raise EditError(f'A code table must be [num_codes, code_dim], got shape '
+                    f'{table.shape}.')
+  chunk = max(1, (chunk or experiment.config.eval.chunk) // len(table))
+  params = state.params if params is None else params
+  placed = parallel.replicate(jnp.asarray(table), experiment.mesh)
+  render = (inference.render_image if rays.code_ids.ndim == 2
+            else inference.render_rays)
+  out = render(experiment.codes_render_step, params, placed, rays, chunk,
+               experiment.mesh)
+  out['rgb'] = np.moveaxis(out['rgb'], -2, 0)
+  return out
+
+
 def interpolation_sweep(experiment, state, rays, code_a, code_b, num=5):
   """Renders one view under codes blended from `code_a` to `code_b`.
 
@@ -463,8 +497,7 @@ def interpolation_sweep(experiment, state, rays, code_a, code_b, num=5):
   """
   blends = codes_lib.interpolate(jnp.asarray(code_a), jnp.asarray(code_b),
                                  jnp.linspace(0.0, 1.0, num))
-  return [render_with_code(experiment, state, rays, code)['rgb']
-          for code in np.asarray(blends)]
+  return list(render_codes(experiment, state, rays, blends)['rgb'])
 
 
 def view_rays(frames, view):

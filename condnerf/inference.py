@@ -150,9 +150,7 @@ def render_rays(render_step, params, codes, rays, chunk, mesh,
     part = jax.tree.map(lambda x, s=start: x[s:s + chunk], rays)
     part, _ = parallel.pad_to_multiple(part, chunk)
     if processes > 1:
-      local = chunk // processes
-      lo = jax.process_index() * local
-      part = jax.tree.map(lambda x, lo=lo: x[lo:lo + local], part)
+      part = parallel.process_rows(part)
     piece = render_step(params, codes, parallel.shard_batch(part, mesh),
                         color_params)
     # One chunk in flight: queued multi-device programs can deadlock

@@ -76,6 +76,23 @@ def shard_batch(tree, mesh):
       lambda x: jax.make_array_from_process_local_data(sharding, x), tree)
 
 
+def process_rows(tree):
+  """This process's rows of a batch every process holds whole.
+
+  Args:
+    tree: pytree of numpy arrays with equal leading dim divisible by the
+      process count (e.g. padded to the global device count).
+  Returns:
+    The contiguous block of rows `shard_batch` expects from this process.
+  """
+  count = jax.process_count()
+  if count == 1:
+    return tree
+  rows = jax.tree.leaves(tree)[0].shape[0] // count
+  lo = jax.process_index() * rows
+  return jax.tree.map(lambda x: x[lo:lo + rows], tree)
+
+
 def to_local(tree, mesh):
   """Replicated global arrays, copied onto the devices of a local `mesh`.
 

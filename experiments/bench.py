@@ -32,6 +32,12 @@ quick / full suites:
                      method on --scribbles foreground pixels (alpha > 0.99) of
                      test view 0 with target #2f5cff: info.seconds and
                      info.compile_seconds of each method.
+  precision          the PSNR cost of `model.dtype='bfloat16'`: the fast
+                     config's bfloat16 twin trained as many steps from the
+                     same seed, both scored on every test view
+                     (psnr_cost_db = float32 - bfloat16). On CPUs bfloat16
+                     matmuls are emulated, so only the PSNR is meaningful
+                     there; step times matter on GPU/TPU.
 lego suite: trains --config on --data for --minutes of training time and
 evaluates PSNR/SSIM over --eval_images evenly spaced test views at --points
 times evenly spaced on that clock (evaluation is not counted), giving
@@ -417,6 +423,35 @@ def bench_edits(trainer, sizes, num_scribbles, color, seed):
   return methods, setup
 
 
+def bench_precision(trainer, mesh, seed):
+  """PSNR cost of bfloat16 compute (float32 params and accumulation).
+
+  Trains the same config with `model.dtype='bfloat16'` from the same seed for
+  as many steps as `trainer` (float32) took, then scores both on every test
+  view with their own codes.
+  """
+  exp, steps = trainer.exp, trainer.step
+  views = range(len(exp.scene.test))
+  results = {}
+  config = exp.config.copy_and_resolve_references()
+  with config.unlocked():
+    config.model.dtype = 'bfloat16'
+  low = Trainer(train_lib.build_experiment(config, scene=exp.scene,
+                                           mesh=mesh), seed)
+  logging.info('precision: training the bfloat16 twin for %d steps.', steps)
+  times, _ = low.run(steps)
+  low.loss()  # raises if it diverged.
+  for name, run, step_times in (('float32', trainer, None),
+                                ('bfloat16', low, times)):
+    psnr, ssim = evaluate_views(run, views)
+    results[name] = {'psnr': psnr, 'ssim': ssim, 'train_step_ms': (
+        1e3 * float(np.median(step_times)) if step_times else None)}
+  return {'config': 'fast', 'train_steps': steps, 'test_views': len(views),
+          **results,
+          'psnr_cost_db': results['float32']['psnr'] -
+                          results['bfloat16']['psnr']}
+
+
 def run_throughput(suite):
   """The quick and full suites."""
   sizes = settings_for(suite)
@@ -467,6 +502,7 @@ def run_throughput(suite):
       applied = result['configs']['fast']['overrides']
     methods, setup = bench_edits(fast_trainer, sizes, _SCRIBBLES.value,
                                  _COLOR.value, _SEED.value)
+    result['precision'] = bench_precision(fast_trainer, mesh, _SEED.value)
   setup['overrides'] = applied
   result['edit_seconds'] = methods
   result['edit'] = setup

@@ -109,6 +109,19 @@ class EditingTest(absltest.TestCase):
       want = editing.render_with_code(self.exp, self.state, rays, code)
       np.testing.assert_allclose(image, want['rgb'], atol=1e-6)
 
+  def test_batched_codes_equal_single_renders(self):
+    rays = editing.view_rays(self.frames, 1)
+    table = np.asarray(jax.device_get(self.state.codes['appearance']))
+    table = np.concatenate([table, table.mean(0, keepdims=True)])
+    batched = editing.render_codes(self.exp, self.state, rays, table,
+                                   chunk=100)  # several chunks, padded.
+    self.assertEqual(batched['rgb'].shape, (len(table),) + rays.shape + (3,))
+    for code, rgb in zip(table, batched['rgb']):
+      single = editing.render_with_code(self.exp, self.state, rays, code)
+      np.testing.assert_allclose(rgb, single['rgb'], atol=1e-6)
+      np.testing.assert_allclose(batched['depth'], single['depth'], atol=1e-5)
+      np.testing.assert_allclose(batched['acc'], single['acc'], atol=1e-6)
+
   def test_fit_recovers_training_code(self):
     frames = self.exp.scene.train
     table = np.asarray(jax.device_get(self.state.codes['appearance']))

@@ -89,6 +89,15 @@ class BenchTest(absltest.TestCase):
     self.assertEqual(result['edit']['color'], '#2f5cff')
     self.assertPositive(result['peak_rss_mb'], 'peak_rss_mb')
 
+    precision = result['precision']
+    self.assertEqual(precision['train_steps'], 5)
+    for dtype in ('float32', 'bfloat16'):
+      self.assertBetween(precision[dtype]['psnr'], 0.0, 100.0)
+    self.assertPositive(precision['bfloat16']['train_step_ms'], 'bf16 step')
+    self.assertAlmostEqual(
+        precision['psnr_cost_db'],
+        precision['float32']['psnr'] - precision['bfloat16']['psnr'])
+
   def test_lego_suite_without_data_fails_clearly(self):
     proc = run_bench('--suite=lego', '--minutes=0.01')
     self.assertNotEqual(proc.returncode, 0)

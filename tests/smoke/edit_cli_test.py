@@ -61,6 +61,14 @@ class EditCliTest(absltest.TestCase):
                       '--config.edit.bank_code=blue')
     self.assertTrue(os.path.exists(os.path.join(self.workdir, 'edit', 'sw',
                                                 'swap_000.png')))
+    # Every table row and bank code on every view, batched.
+    cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=all',
+                      '--config.edit.operation=codes')
+    out = os.path.join(self.workdir, 'edit', 'all')
+    with open(os.path.join(out, 'report.json')) as f:
+      self.assertEqual(json.load(f)['codes'], ['row_0', 'row_1', 'blue'])
+    for name in ('grid.png', 'blue_view001.png', 'row_1_view000.png'):
+      self.assertTrue(os.path.exists(os.path.join(out, name)), name)
 
   def test_bad_edit_inputs_fail_cleanly(self):
     cases = [

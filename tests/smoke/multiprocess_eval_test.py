@@ -1,4 +1,4 @@
-"""Evaluation split across 2 processes equals the single-process one.
+"""Evaluation and batched fits on 2 processes equal the single-process ones.
 
 Each process has 2 forced CPU devices, talks gloo through a coordinator on
 127.0.0.1, reads only its share of the 3 test images and renders it on its
@@ -16,7 +16,9 @@ import tempfile
 import time
 
 from absl.testing import absltest
+import numpy as np
 
+from condnerf import codes
 from condnerf.data import procedural
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -72,16 +74,7 @@ class MultiProcessEvalTest(absltest.TestCase):
     single = read_metrics(self.workdir)
     shutil.rmtree(os.path.join(self.workdir, 'eval'))
 
-    port = free_port()
-    procs = [subprocess.Popen(
-        main_command(*self.config, f'--workdir={self.workdir}', '--mode=eval',
-                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
-                     f'--process_id={i}', '--init_timeout=60'),
-        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-      self.assertEqual(p.returncode, 0, err[-3000:])
+    self.run_two('--mode=eval')
     multi = read_metrics(self.workdir)
 
     self.assertEqual(multi['num_images'], 3)  # odd count: nothing dropped.
@@ -97,6 +90,29 @@ class MultiProcessEvalTest(absltest.TestCase):
     for i in range(3):
       self.assertTrue(os.path.exists(
           os.path.join(self.workdir, 'eval', f'rgb_{i:03d}.png')))
+
+  def run_two(self, *args):
+    port = free_port()
+    procs = [subprocess.Popen(
+        main_command(*self.config, f'--workdir={self.workdir}', *args,
+                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
+                     f'--process_id={i}', '--init_timeout=60'),
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+      self.assertEqual(p.returncode, 0, err[-3000:])
+
+  def test_batched_fit_on_two_processes_equals_one(self):
+    fit = ['--mode=edit', '--config.edit.operation=fit',
+           '--config.edit.views=(0,1,2)', '--config.edit.steps=30']
+    run(*self.config, f'--workdir={self.workdir}', *fit,
+        '--config.edit.name=one')
+    self.run_two(*fit, '--config.edit.name=two')
+    bank = codes.load_bank(os.path.join(self.workdir, 'edit', 'codes.npz'))
+    for view in range(3):
+      np.testing.assert_allclose(bank[f'two_test_{view}'],
+                                 bank[f'one_test_{view}'], atol=1e-4)
 
   def test_unreachable_coordinator_fails_in_bounded_time(self):
     address = f'127.0.0.1:{free_port()}'  # nobody listens there.

@@ -1,0 +1,55 @@
+"""Config families: every experiment file's variants resolve and differ."""
+
+import os
+
+import importlib.util
+
+from absl.testing import absltest
+
+from condnerf.configs import demo
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(spec):
+  path, _, arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location(
+      'cfg', os.path.join(REPO, path))
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+class ConfigsTest(absltest.TestCase):
+
+  def test_demo_default_is_the_fast_family(self):
+    self.assertEqual(demo.get_config().to_json(),
+                     demo.get_config('fast').to_json())
+    fast = demo.get_config('fast')
+    self.assertEqual(fast.model.sampler, 'proposal')
+    self.assertEqual(fast.model.field.encoding, 'hashgrid')
+
+  def test_demo_nerf_is_the_vanilla_reference(self):
+    nerf = demo.get_config('nerf')
+    self.assertEqual(nerf.model.sampler, 'hierarchical')
+    self.assertEqual(nerf.model.field.encoding, 'posenc')
+    self.assertEqual((nerf.model.field.width, nerf.model.field.depth),
+                     (256, 8))
+    self.assertEqual(nerf.data.path, demo.get_config().data.path)
+    with self.assertRaisesRegex(ValueError, 'one of'):
+      demo.get_config('fast,nerf')
+
+  def test_experiment_files_resolve(self):
+    for spec in ('experiments/configs/demo.py:fast',
+                 'experiments/configs/demo.py:nerf',
+                 'experiments/configs/lego.py:fast',
+                 'experiments/configs/lego.py:runlocal',
+                 'experiments/configs/wild.py:shared'):
+      config = load(spec)
+      self.assertIn(config.model.sampler, ('proposal', 'hierarchical'), spec)
+    self.assertEqual(load('experiments/configs/lego.py:fast').model.sampler,
+                     'proposal')
+
+
+if __name__ == '__main__':
+  absltest.main()

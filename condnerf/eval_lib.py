@@ -78,6 +78,27 @@ def path_poses(scene, num_frames, radius, elevation):
                             up=tuple(float(u) for u in scene.up))
 
 
+def orbit_rays(scene, num_frames, radius, elevation, code_id=-1,
+               frames=None):
+  """The rays of every camera of an orbit path.
+
+  Args:
+    scene: `data.base.Scene` (its up direction).
+    num_frames, radius, elevation: the path; elevation in degrees.
+    code_id: code row of every ray (-1 = mean code).
+    frames: `Frames` whose first view gives the image size, intrinsics and
+      near/far (default: the test split, else the training split).
+  Returns:
+    list of num_frames `structs.Rays` with leading shape [H, W].
+  """
+  if frames is None:
+    frames = scene.test if len(scene.test) else scene.train
+  height, width = frames.images[0].shape[:2]
+  return [sampler_lib.pose_rays(pose, frames.intrinsics[0], height, width,
+                                frames.near, frames.far, code_id)
+          for pose in path_poses(scene, num_frames, radius, elevation)]
+
+
 def render_path(config, workdir):
   """`--mode=render`: an orbit with one code, as PNG frames and a GIF.
 
@@ -86,22 +107,17 @@ def render_path(config, workdir):
   """
   exp, state = load_trained(config, workdir)
   rc = config.render
-  frames = exp.scene.test if len(exp.scene.test) else exp.scene.train
-  height, width = frames.images[0].shape[:2]
-  intrinsics = frames.intrinsics[0]
+  if rc.code >= exp.scene.num_codes or rc.code < -1:
+    raise ValueError(f'render.code={rc.code} is outside the code table '
+                     f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
   out_dir = os.path.join(workdir, 'render')
   is_main = jax.process_index() == 0
   if is_main:
     os.makedirs(out_dir, exist_ok=True)
-  if rc.code >= exp.scene.num_codes or rc.code < -1:
-    raise ValueError(f'render.code={rc.code} is outside the code table '
-                     f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
   rendered = []
-  for i, pose in enumerate(tqdm.tqdm(
-      path_poses(exp.scene, rc.num_frames, rc.radius, rc.elevation),
+  for i, rays in enumerate(tqdm.tqdm(
+      orbit_rays(exp.scene, rc.num_frames, rc.radius, rc.elevation, rc.code),
       desc='render', disable=not is_main)):
-    rays = sampler_lib.pose_rays(pose, intrinsics, height, width, frames.near,
-                                 frames.far, rc.code)
     rgb = np.clip(exp.render(state, rays)['rgb'], 0.0, 1.0)
     rendered.append(rgb)
     if is_main:

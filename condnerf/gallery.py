@@ -23,7 +23,6 @@ from condnerf import codes as codes_lib
 from condnerf import editing
 from condnerf import eval_lib
 from condnerf import images
-from condnerf.data import sampler as sampler_lib
 
 
 def frame_codes(state, frames, views):
@@ -132,20 +131,12 @@ def orbit(experiment, state, code, num_frames=None, radius=None,
     list of num_frames f32[H, W, 3] images.
   """
   rc = experiment.config.render
-  scene = experiment.scene
-  if frames is None:
-    frames = scene.test if len(scene.test) else scene.train
-  height, width = frames.images[0].shape[:2]
-  poses = eval_lib.path_poses(
-      scene, rc.num_frames if num_frames is None else num_frames,
+  rays = eval_lib.orbit_rays(
+      experiment.scene, rc.num_frames if num_frames is None else num_frames,
       rc.radius if radius is None else radius,
-      rc.elevation if elevation is None else elevation)
-  return [np.clip(editing.render_with_code(
-      experiment, state,
-      sampler_lib.pose_rays(pose, frames.intrinsics[0], height, width,
-                            frames.near, frames.far, 0), code)['rgb'],
-                  0.0, 1.0)
-          for pose in poses]
+      rc.elevation if elevation is None else elevation, frames=frames)
+  return [np.clip(editing.render_with_code(experiment, state, r, code)['rgb'],
+                  0.0, 1.0) for r in rays]
 
 
 def edit_sheet(experiment, state, results, frames, views, scale=1):

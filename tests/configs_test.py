@@ -3,9 +3,12 @@
 import os
 
 import importlib.util
+import tempfile
 
 from absl.testing import absltest
 
+from condnerf import runs
+from condnerf import train_lib
 from condnerf.configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +41,16 @@ class ConfigsTest(absltest.TestCase):
     self.assertEqual(nerf.data.path, demo.get_config().data.path)
     with self.assertRaisesRegex(ValueError, 'one of'):
       demo.get_config('fast,nerf')
+
+  def test_demo_runlocal_data_loads(self):
+    config = demo.get_config('runlocal')
+    with tempfile.TemporaryDirectory() as tmp:
+      config.data.path = runs.ensure_chair_scene(
+          tmp, seed=config.seed, **config.data.procedural.to_dict())
+      scene = train_lib.load_scene(config.data)
+    # Every evaluated frame has a trained code.
+    used = set(scene.train.appearance_ids.tolist())
+    self.assertContainsSubset(set(scene.test.appearance_ids.tolist()), used)
 
   def test_experiment_files_resolve(self):
     for spec in ('experiments/configs/demo.py:fast',

@@ -47,8 +47,9 @@ def get_config(arg=None):
   config.train.val_every = 1000
   if arg.runlocal:
     base.apply_runlocal(config)
+    config.data.max_frames = 0  # every appearance needs a training frame.
     config.data.procedural.update(resolution=16, num_train=8, num_val=2,
-                                  num_test=2)
+                                  num_test=2, num_appearances=2)
   if arg.small:
     apply_small(config)
   return config

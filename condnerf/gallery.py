@@ -11,7 +11,8 @@ images (`f32[H, W, 3]` in [0, 1]) or contact sheets of them:
   `edit_sheet`      before / after rows of edits on several views.
   `geometry_sheet`  depth and opacity before and after an edit, with their
                     difference images and the largest change.
-It renders through `editing.render_with_code` and `EditResult.render` and
+It renders through `editing.render_codes` (a whole row of codes in one
+batched call), `editing.render_with_code` and `EditResult.render`, and
 does not own rendering, editing or the image primitives (`images.py`), nor
 displaying anything (`display.py`).
 """
@@ -102,8 +103,7 @@ def code_grid(experiment, state, frames, views, codes, code_names=None,
   renders, cells, labels = [], [], []
   for view in views:
     rays = editing.view_rays(frames, view)
-    row = [editing.render_with_code(experiment, state, rays, code)['rgb']
-           for code in codes]
+    row = list(editing.render_codes(experiment, state, rays, codes)['rgb'])
     renders.append(row)
     cell_row = [_scaled(im, scale) for im in row]
     label_row = [f'view {view}: {name}' for name in names]

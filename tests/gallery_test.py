@@ -50,8 +50,11 @@ class GalleryTest(absltest.TestCase):
                                        [0, 1], self.table[:2])
     self.assertLen(renders, 2)
     self.assertLen(renders[1], 2)
-    np.testing.assert_array_equal(renders[1][0],
-                                  self._render(1, self.table[0])['rgb'])
+    # One batched render per row: equal to single renders up to the float
+    # rounding of the vmapped color head.
+    np.testing.assert_allclose(renders[1][0],
+                               self._render(1, self.table[0])['rgb'],
+                               atol=1e-6)
     self.assertGreater(np.abs(renders[0][0] - renders[0][1]).max(), 1e-3)
     self.assertEqual(sheet.shape[-1], 3)
     plain, _ = gallery.code_grid(self.exp, self.state, self.frames, [0, 1],

@@ -10,6 +10,8 @@ The model is split into two code paths so editing can cache geometry:
 `__call__` is `shade(geometry(...))`. A level is a dict with
   tdist f32[num_rays, n + 1], density f32[num_rays, n],
   weights f32[num_rays, n], feature f32[num_rays, n, f] or None.
+With `clip_to_bound`, every ray's [near, far] is first cut to the field's
+scene box (`field['scene_bound']`), for bounded fields (no contraction).
 Sampling modes:
   'hierarchical'  coarse/fine NeRF: every level has its own field and head and
                   is supervised by the photometric loss.
@@ -36,6 +38,7 @@ class ConditionalNeRF(nn.Module):
   num_samples: Sequence[int] = (64, 128)  # intervals per level, coarse first.
   sampler: str = 'hierarchical'  # 'hierarchical' or 'proposal'.
   lindisp: bool = False  # first-level samples linear in disparity.
+  clip_to_bound: bool = False  # sample only inside the field's scene box.
   resample_padding: float = 0.01  # uniform PDF mass when resampling.
   background: Sequence[float] = (1.0, 1.0, 1.0)  # rgb behind the scene.
   field: Any = None  # dict of `fields.GeometryField` args (color levels).
@@ -87,14 +90,18 @@ class ConditionalNeRF(nn.Module):
     chex.assert_rank([rays.origins, rays.near], 2)
     if noise is not None:
       chex.assert_shape(noise, (rays.origins.shape[0], self.noise_dim()))
+    near, far = rays.near, rays.far
+    if self.clip_to_bound:
+      near, far = sampling.clip_to_box(
+          rays.origins, rays.directions, near, far,
+          float(dict(self.field or {})['scene_bound']))
     levels = []
     offset = 0
     for i, num in enumerate(self.num_samples):
       jitter = None if noise is None else noise[:, offset:offset + num + 1]
       offset += num + 1
       if i == 0:
-        tdist = sampling.stratified(rays.near, rays.far, num, self.lindisp,
-                                    jitter)
+        tdist = sampling.stratified(near, far, num, self.lindisp, jitter)
       else:
         tdist = sampling.sample_pdf(levels[-1]['tdist'],
                                     levels[-1]['weights'], num,
@@ -192,6 +199,7 @@ def build_model(model_name, model_cfg, background):
   head = dict(cfg['head'], dtype=dtype)
   return MODELS[model_name](
       num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
-      lindisp=cfg['lindisp'], resample_padding=cfg['resample_padding'],
+      lindisp=cfg['lindisp'], clip_to_bound=cfg['clip_to_bound'],
+      resample_padding=cfg['resample_padding'],
       background=tuple(float(b) for b in background), field=field,
       proposal_field=proposal_field, head=head)

@@ -39,6 +39,36 @@ def stratified(near, far, num_samples, lindisp=False, jitter=None):
   return near * (1.0 - u) + far * u
 
 
+def clip_to_box(origins, directions, near, far, half_width):
+  """Clips each ray's [near, far] to an origin-centred axis-aligned box.
+
+  A bounded field (a hash grid without contraction) clamps positions outside
+  its box onto the box faces, so samples there are wasted. Slab test, as in
+  Instant-NGP's ray/AABB clipping.
+
+  Args:
+    origins: f32[..., 3], ray origins.
+    directions: f32[..., 3], unit ray directions.
+    near: f32[..., 1], start of each ray.
+    far: f32[..., 1], end of each ray.
+    half_width: float, the box is [-half_width, half_width]^3.
+  Returns:
+    (near, far), f32[..., 1] each: the part of [near, far] inside the box. A
+    ray that misses the box gets an empty range (near = far), so it renders
+    the background.
+  """
+  eps = 1e-9
+  safe = jnp.where(directions >= 0, jnp.maximum(directions, eps),
+                   jnp.minimum(directions, -eps))
+  t1 = (-half_width - origins) / safe
+  t2 = (half_width - origins) / safe
+  t_enter = jnp.max(jnp.minimum(t1, t2), axis=-1, keepdims=True)
+  t_exit = jnp.min(jnp.maximum(t1, t2), axis=-1, keepdims=True)
+  new_near = jnp.clip(t_enter, near, far)
+  new_far = jnp.clip(t_exit, new_near, far)
+  return new_near, new_far
+
+
 def sample_pdf(tdist, weights, num_samples, padding=0.01, jitter=None):
   """Draws new interval edges from the piecewise-constant PDF of `weights`.
 

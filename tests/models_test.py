@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condnerf import models
+from condnerf import sampling
 from condnerf import structs
 from condnerf.configs import base
 
@@ -105,6 +106,21 @@ class ModelTest(parameterized.TestCase):
       return sum(jnp.sum(level['density']) for level in levels)
 
     self.assertEqual(jax.grad(density_sum)(code_a).sum(), 0.0)
+
+  def test_clip_to_bound_keeps_samples_in_the_box(self):
+    model, config = tiny_model('proposal', 'hashgrid')
+    model = model.clone(clip_to_bound=True)
+    rays = random_rays(16, jax.random.key(0))
+    # Rays start at z ~ 4 and run to t = 6: the box [-1.5, 1.5]^3 holds only
+    # t in about [2.5, 5.5] of them.
+    code = jnp.zeros((16, config.codes.dim))
+    params = model.init(jax.random.key(1), rays, code)
+    for level in model.apply(params, rays, method=model.geometry):
+      points = sampling.positions(rays.origins, rays.directions,
+                                  level['tdist'])
+      self.assertTrue(np.all(np.abs(points) <= 1.5 + 1e-4))
+      self.assertGreater(float(level['tdist'][:, 0].min()), 2.0)
+      self.assertLess(float(level['tdist'][:, -1].max()), 6.0)
 
   def test_unknown_model_name_lists_choices(self):
     config = base.get_config('runlocal')

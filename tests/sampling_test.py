@@ -55,6 +55,34 @@ class SamplingTest(parameterized.TestCase):
       np.testing.assert_allclose(got[i], np.interp(u[i], cdf[i], tdist[i]),
                                  atol=1e-5)
 
+  def test_clip_to_box_matches_dense_reference(self):
+    rng = np.random.default_rng(0)
+    origins = rng.uniform(-3.0, 3.0, (256, 3)).astype(np.float32)
+    directions = rng.normal(size=(256, 3)).astype(np.float32)
+    directions[:8, 1:] = 0.0  # axis-aligned rays: zero direction components.
+    directions /= np.linalg.norm(directions, axis=-1, keepdims=True)
+    near = np.full((256, 1), 0.5, np.float32)
+    far = np.full((256, 1), 6.0, np.float32)
+    got_near, got_far = sampling.clip_to_box(
+        jnp.asarray(origins), jnp.asarray(directions), jnp.asarray(near),
+        jnp.asarray(far), 1.0)
+    # Reference: the inside-the-box part of a dense set of ray points.
+    t = np.linspace(0.5, 6.0, 20001, dtype=np.float32)
+    points = origins[:, None] + t[None, :, None] * directions[:, None]
+    inside = np.all(np.abs(points) <= 1.0, axis=-1)
+    step = t[1] - t[0]
+    hit = inside.any(axis=-1)
+    self.assertTrue(hit.any() and not hit.all())
+    first = t[np.argmax(inside, axis=-1)]
+    last = t[len(t) - 1 - np.argmax(inside[:, ::-1], axis=-1)]
+    np.testing.assert_allclose(got_near[hit, 0], first[hit], atol=2 * step)
+    np.testing.assert_allclose(got_far[hit, 0], last[hit], atol=2 * step)
+    # Misses get an empty range inside [near, far].
+    np.testing.assert_allclose(got_near[~hit, 0], got_far[~hit, 0],
+                               atol=2 * step)
+    self.assertTrue(np.all(got_near >= near) and np.all(got_far <= far))
+    self.assertTrue(np.all(got_far >= got_near))
+
   def test_empty_weights_fall_back_to_uniform(self):
     tdist = jnp.broadcast_to(jnp.linspace(2.0, 6.0, 9), (2, 9))
     t = sampling.sample_pdf(tdist, jnp.zeros((2, 8)), 4)

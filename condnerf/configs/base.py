@@ -52,6 +52,7 @@ def get_config(arg=None):
       num_samples=(64, 128),  # intervals per level, coarse first.
       sampler='hierarchical',  # 'hierarchical' or 'proposal'.
       lindisp=False,
+      clip_to_bound=False,  # cut rays to the field's scene box first.
       resample_padding=0.01,
       dtype='float32',  # compute dtype: 'float32' or 'bfloat16'.
       field=dict(FIELD_DEFAULTS),

@@ -118,7 +118,8 @@ def get_config(arg=None):
   ))
 
   config.edit = ml_collections.ConfigDict(dict(
-      # 'recolor', 'benchmark', 'swap', 'interpolate' or 'fit'.
+      # 'recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw' or
+      # 'codes' (see condnerf/edit_lib.py).
       operation='recolor',
       name='edit',  # outputs go to <workdir>/edit/<name>/.
       split='test',  # views are indices into this split.

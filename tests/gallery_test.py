@@ -54,7 +54,7 @@ class GalleryTest(absltest.TestCase):
     # rounding of the vmapped color head.
     np.testing.assert_allclose(renders[1][0],
                                self._render(1, self.table[0])['rgb'],
-                               atol=1e-6)
+                               rtol=1e-5, atol=1e-6)
     self.assertGreater(np.abs(renders[0][0] - renders[0][1]).max(), 1e-3)
     self.assertEqual(sheet.shape[-1], 3)
     plain, _ = gallery.code_grid(self.exp, self.state, self.frames, [0, 1],

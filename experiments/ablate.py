@@ -54,7 +54,8 @@ def main(argv):
     print(f'{label}: training in {trial.workdir}', flush=True)
     ablation.run_trial(trial, train_lib.train_and_evaluate)
   table = ablation.write_results(sweep, trials, workdir)
-  print(open(os.path.join(workdir, 'results.md')).read())
+  with open(os.path.join(workdir, 'results.md')) as f:
+    print(f.read())
   finished = sum(e['seeds'] for e in table)
   if finished < len(trials):
     print(f'{len(trials) - finished} trials of other shards are not finished '

@@ -20,6 +20,7 @@ import numpy as np
 
 from condnerf import codes
 from condnerf.data import procedural
+from tests.smoke.cli_test import run_main  # same 2-device env.
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -34,15 +35,6 @@ def free_port():
 
 def main_command(*args):
   return [sys.executable, '-m', 'experiments.main', *args]
-
-
-def run(*args, expect_ok=True, timeout=600):
-  proc = subprocess.run(main_command(*args), cwd=REPO, env=ENV,
-                        capture_output=True, text=True, timeout=timeout,
-                        check=False)
-  if expect_ok and proc.returncode:
-    raise AssertionError(f'{args} failed:\n{proc.stderr[-3000:]}')
-  return proc
 
 
 def read_metrics(workdir):
@@ -62,7 +54,7 @@ class MultiProcessEvalTest(absltest.TestCase):
     cls.config = ['--config=experiments/configs/lego.py:runlocal',
                   f'--config.data.path={data}', '--config.eval.max_images=0']
     cls.workdir = os.path.join(cls.tmp.name, 'run')
-    run(*cls.config, f'--workdir={cls.workdir}', '--mode=train')
+    run_main(*cls.config, f'--workdir={cls.workdir}', '--mode=train')
 
   @classmethod
   def tearDownClass(cls):
@@ -70,7 +62,7 @@ class MultiProcessEvalTest(absltest.TestCase):
     super().tearDownClass()
 
   def test_two_processes_equal_one(self):
-    run(*self.config, f'--workdir={self.workdir}', '--mode=eval')
+    run_main(*self.config, f'--workdir={self.workdir}', '--mode=eval')
     single = read_metrics(self.workdir)
     shutil.rmtree(os.path.join(self.workdir, 'eval'))
 
@@ -106,8 +98,8 @@ class MultiProcessEvalTest(absltest.TestCase):
   def test_batched_fit_on_two_processes_equals_one(self):
     fit = ['--mode=edit', '--config.edit.operation=fit',
            '--config.edit.views=(0,1,2)', '--config.edit.steps=30']
-    run(*self.config, f'--workdir={self.workdir}', *fit,
-        '--config.edit.name=one')
+    run_main(*self.config, f'--workdir={self.workdir}', *fit,
+             '--config.edit.name=one')
     self.run_two(*fit, '--config.edit.name=two')
     bank = codes.load_bank(os.path.join(self.workdir, 'edit', 'codes.npz'))
     for view in range(3):
@@ -117,10 +109,9 @@ class MultiProcessEvalTest(absltest.TestCase):
   def test_unreachable_coordinator_fails_in_bounded_time(self):
     address = f'127.0.0.1:{free_port()}'  # nobody listens there.
     start = time.time()
-    proc = run(*self.config, f'--workdir={self.workdir}', '--mode=eval',
-               f'--coordinator={address}', '--num_processes=2',
-               '--process_id=1', '--init_timeout=5', expect_ok=False,
-               timeout=120)
+    proc = run_main(*self.config, f'--workdir={self.workdir}', '--mode=eval',
+                    f'--coordinator={address}', '--num_processes=2',
+                    '--process_id=1', '--init_timeout=5', expect_ok=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn(address, proc.stderr)
     self.assertLess(time.time() - start, 90)

@@ -38,6 +38,37 @@ def _trunc_exp_jvp(primals, tangents):
   return jnp.exp(x), t * jnp.exp(jnp.clip(x, -15.0, 15.0))
 
 
+class BroadcastDense(nn.Module):
+  """Dense layer over `concat([x, broadcast(ray_x)])`, without the concat.
+
+  The parameters are exactly those of `nn.Dense` on the concatenation
+  (kernel rows of `x` first), but the per-ray rows are applied once per ray
+  and broadcast over its samples: for a color head whose input is 15
+  feature channels per sample plus a 59-wide view-and-code vector per ray,
+  this does a fifth of the multiply-adds.
+  """
+  features: int  # output width.
+  dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
+
+  @nn.compact
+  def __call__(self, x, ray_x):
+    """Applies the layer.
+
+    Args:
+      x: f32[..., num_samples, d_x], per-sample inputs.
+      ray_x: f32[..., d_ray], per-ray inputs shared by the samples.
+    Returns:
+      f32[..., num_samples, features].
+    """
+    d_x = x.shape[-1]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (d_x + ray_x.shape[-1], self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    kernel = kernel.astype(self.dtype)
+    per_ray = ray_x.astype(self.dtype) @ kernel[d_x:] + bias.astype(self.dtype)
+    return x.astype(self.dtype) @ kernel[:d_x] + per_ray[..., None, :]
+
+
 class MLP(nn.Module):
   """ReLU MLP; the input is concatenated back in after layer `skip`."""
   width: int  # hidden units per layer.
@@ -47,16 +78,42 @@ class MLP(nn.Module):
   dtype: Any = jnp.float32  # compute dtype; parameters stay float32.
 
   @nn.compact
-  def __call__(self, x):
-    """f32[..., d_in] -> f32[..., out_dim or width]."""
+  def __call__(self, x, ray_x=None):
+    """Applies the MLP.
+
+    Args:
+      x: f32[..., d_in], or f32[..., num_samples, d_in] with `ray_x`.
+      ray_x: None, or f32[..., d_ray] per-ray inputs that act as if they
+        were concatenated to every sample's `x` (see `BroadcastDense`).
+    Returns:
+      f32[..., out_dim or width] (with the sample axis when `ray_x` is set).
+    """
+    if ray_x is not None and self.depth == 0:
+      x = jnp.concatenate([x, _broadcast_samples(ray_x, x)], axis=-1)
+      ray_x = None
     inputs = x
+    # Explicit names: the same parameter tree with or without `ray_x`.
     for i in range(self.depth):
-      x = jax.nn.relu(nn.Dense(self.width, dtype=self.dtype)(x))
+      if i == 0 and ray_x is not None:
+        x = BroadcastDense(self.width, self.dtype, name='Dense_0')(x, ray_x)
+      else:
+        x = nn.Dense(self.width, dtype=self.dtype, name=f'Dense_{i}')(x)
+      x = jax.nn.relu(x)
       if i == self.skip and i < self.depth - 1:
         x = jnp.concatenate([x, inputs.astype(x.dtype)], axis=-1)
+        if ray_x is not None:
+          x = jnp.concatenate(
+              [x, _broadcast_samples(ray_x, x).astype(x.dtype)], axis=-1)
     if self.out_dim:
-      x = nn.Dense(self.out_dim, dtype=self.dtype)(x)
+      x = nn.Dense(self.out_dim, dtype=self.dtype,
+                   name=f'Dense_{self.depth}')(x)
     return x
+
+
+def _broadcast_samples(ray_x, x):
+  """f32[..., d] -> f32[..., num_samples, d], the sample axis of `x`."""
+  return jnp.broadcast_to(ray_x[..., None, :],
+                          x.shape[:-1] + (ray_x.shape[-1],))
 
 
 class HashGrid(nn.Module):
@@ -150,29 +207,38 @@ class ColorHead(nn.Module):
     Returns:
       f32[..., num_samples, 3] colors in [0, 1].
     """
-    num_samples = feature.shape[-2]
     dir_enc = encoding.direction_encoding(directions, self.dir_deg)
-    expand = lambda v: jnp.broadcast_to(
-        v[..., None, :], v.shape[:-1] + (num_samples, v.shape[-1]))
-    h = jnp.concatenate([feature, expand(dir_enc).astype(feature.dtype)],
-                        axis=-1).astype(self.dtype)
+    feature = feature.astype(self.dtype)
     code = code.astype(self.dtype)
+    # View direction and code are per ray: the first layer applies their
+    # kernel rows once per ray (`BroadcastDense`), not once per sample.
     if self.conditioning == 'concat':
-      h = jnp.concatenate([h, expand(code)], axis=-1)
-      h = MLP(self.width, self.depth, dtype=self.dtype)(h)
+      ray_x = jnp.concatenate([dir_enc.astype(self.dtype), code], axis=-1)
+      h = MLP(self.width, self.depth, dtype=self.dtype)(feature, ray_x)
+      last = 0
     elif self.conditioning == 'film':
-      for _ in range(self.depth):
-        h = nn.Dense(self.width, dtype=self.dtype)(h)
+      h = feature
+      for i in range(self.depth):
+        if i == 0:
+          h = BroadcastDense(self.width, self.dtype, name='Dense_0')(
+              h, dir_enc)
+        else:
+          h = nn.Dense(self.width, dtype=self.dtype, name=f'Dense_{2 * i}')(h)
         scale_shift = nn.Dense(
             2 * self.width, dtype=self.dtype,
-            kernel_init=nn.initializers.zeros)(code)
-        scale, shift = jnp.split(expand(scale_shift), 2, axis=-1)
+            kernel_init=nn.initializers.zeros, name=f'Dense_{2 * i + 1}')(code)
+        scale, shift = jnp.split(scale_shift[..., None, :], 2, axis=-1)
         h = jax.nn.relu(h * (1.0 + scale) + shift)
+      if not self.depth:
+        h = jnp.concatenate([h, _broadcast_samples(dir_enc, h).astype(
+            h.dtype)], axis=-1)
+      last = 2 * self.depth
     elif self.conditioning == 'none':
-      h = MLP(self.width, self.depth, dtype=self.dtype)(h)
+      h = MLP(self.width, self.depth, dtype=self.dtype)(
+          feature, dir_enc.astype(self.dtype))
+      last = 0
     else:
       raise ValueError(f'Unknown conditioning {self.conditioning!r}; choose '
                        "'concat', 'film' or 'none'.")
-    rgb = nn.Dense(3, dtype=self.dtype)(h).astype(jnp.float32)
-    return jax.nn.sigmoid(rgb)
-
+    rgb = nn.Dense(3, dtype=self.dtype, name=f'Dense_{last}')(h)
+    return jax.nn.sigmoid(rgb.astype(jnp.float32))

@@ -198,8 +198,10 @@ def hash_grid_encode(x, tables, resolutions):
   """Trilinearly interpolated features from multiresolution hash tables.
 
   Rows are built from two terms per axis (see `_axis_multipliers`), corners
-  are gathered once, and the backward pass is one scatter-add: on CPU this
-  is 2-4x faster than gathering 8 separately indexed corners.
+  are gathered once, and the backward pass is one scatter-add. On this
+  project's 2-core CPU that made the lookup 3-8x faster forward and 1.5-4x
+  faster forward+backward than indexing the 8 corners separately and
+  weighting them by products of fractions.
   `hash_grid_indices` gives the same rows corner by corner.
 
   Args:

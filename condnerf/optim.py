@@ -11,32 +11,70 @@ numbers.
 import re
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
 def make_schedule(lr_init, lr_final, total_steps, warmup_steps=0):
   """Linear warm-up, then log-linear decay from lr_init to lr_final.
 
+  The decay follows `progress`, the fraction of the training budget used.
+  By default that is `count / total_steps`; a run with a wall-clock budget
+  passes `max(count / total_steps, elapsed / budget)` instead, so the rate
+  reaches lr_final when the time runs out, however many steps that took.
+
   Args:
     lr_init: peak learning rate, reached after warm-up.
-    lr_final: learning rate at `total_steps` (and after).
+    lr_final: learning rate at the end of the budget (and after).
     total_steps: steps of the whole run.
     warmup_steps: steps of linear warm-up from 0.
   Returns:
-    An optax schedule `step -> lr`.
+    `schedule(count, progress=None) -> f32[]`, the rate of update `count`
+    (0-based); `progress` is f32[] in [0, 1] or None.
   """
-  decay = optax.exponential_decay(
-      init_value=lr_init, transition_steps=max(total_steps - warmup_steps, 1),
-      decay_rate=lr_final / lr_init, end_value=lr_final)
-  if warmup_steps <= 0:
-    return decay
-  warmup = optax.linear_schedule(0.0, lr_init, warmup_steps)
-  return optax.join_schedules([warmup, decay], [warmup_steps])
+  total = max(int(total_steps), 1)
+  warm = warmup_steps / total
+
+  def schedule(count, progress=None):
+    count = jnp.asarray(count, jnp.float32)
+    if progress is None:
+      progress = count / total
+    decay = jnp.clip((progress - warm) / max(1.0 - warm, 1e-9), 0.0, 1.0)
+    lr = lr_init * (lr_final / lr_init)**decay
+    if warmup_steps > 0:
+      lr = lr * jnp.minimum(count / warmup_steps, 1.0)
+    return lr
+
+  return schedule
+
+
+def scale_by_progress_schedule(schedule):
+  """`-schedule(count, progress) * updates`, with progress an extra argument.
+
+  Call `update(updates, state, params, progress=p)`; without `progress` the
+  schedule uses the step count. The state is optax's ScaleByScheduleState,
+  as for `optax.scale_by_learning_rate`, so checkpoints keep their layout.
+  """
+
+  def init_fn(params):
+    del params
+    return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, *, progress=None, **extra_args):
+    del params, extra_args
+    lr = schedule(state.count, progress)
+    updates = jax.tree.map(lambda u: (-lr * u).astype(u.dtype), updates)
+    return updates, optax.ScaleByScheduleState(
+        count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _adam_chain(schedule, clip, b1, b2, eps):
   parts = [optax.clip_by_global_norm(clip)] if clip > 0 else []
-  parts.append(optax.adam(schedule, b1=b1, b2=b2, eps=eps))
+  # The same structure as optax.adam (scale_by_adam, then the rate).
+  parts.append(optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
+                           scale_by_progress_schedule(schedule)))
   return optax.chain(*parts)
 
 
@@ -77,7 +115,9 @@ def make_optimizer(optim_cfg, total_steps, freeze=()):
     freeze: regular expressions of field-parameter paths that stay fixed
       (transfer learning), see `make_labels`.
   Returns:
-    An `optax.GradientTransformation` over `{'params': ..., 'codes': ...}`.
+    An `optax.GradientTransformationExtraArgs` over `{'params': ...,
+    'codes': ...}`; its `update` takes an optional `progress=f32[]` (see
+    `make_schedule`).
   """
   c = optim_cfg
   field = _adam_chain(

@@ -9,7 +9,6 @@ reduced with one `lax.pmean`, wrapped in `jax.jit`.
 
 import dataclasses
 import json
-import math
 import os
 import time
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from absl import logging
 from flax import struct
 import jax
 from jax import lax
+from jax.experimental import multihost_utils
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
 import ml_collections
@@ -127,7 +127,7 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
 
 
 def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
-  """Jitted `train_step(state, batch, key) -> (state, metrics)`.
+  """Jitted `train_step(state, batch, key, progress=None) -> (state, metrics)`.
 
   The batch is split over the mesh; each device computes gradients of its
   share, which one `lax.pmean` averages. Sampling noise is drawn for the
@@ -141,11 +141,14 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
     loss_fn: from `make_loss_fn`.
     randomized: jitter the samples (training); False is deterministic.
   Returns:
-    The jitted step. `metrics` holds f32[] loss, mse, psnr and grad_norm.
+    The jitted step. `progress` is None (the learning rate follows the step
+    count) or f32[], the fraction of a wall-clock budget used (see
+    `optim.make_schedule`). `metrics` holds f32[] loss, mse, psnr and
+    grad_norm.
   """
   noise_dim = model.noise_dim()
 
-  def per_device(state, batch, noise):
+  def per_device(state, batch, noise, progress):
     trainable = {'params': state.params, 'codes': state.codes}
     # Mark the replicated weights as per-device values, so each device's
     # gradient stays its own (pmap semantics) until the one explicit pmean;
@@ -153,7 +156,8 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
     local = lax.pcast(trainable, parallel.AXIS, to='varying')
     grads, metrics = jax.grad(loss_fn, has_aux=True)(local, batch, noise)
     grads, metrics = lax.pmean((grads, metrics), parallel.AXIS)
-    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trainable,
+                                          progress=progress)
     trainable = optax.apply_updates(trainable, updates)
     metrics['grad_norm'] = optax.tree.norm(grads)
     metrics['psnr'] = metrics_lib.mse_to_psnr(metrics['mse'])
@@ -163,15 +167,17 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
 
   mapped = jax.shard_map(
       per_device, mesh=mesh,
-      in_specs=(P(), P(parallel.AXIS), P(parallel.AXIS)),
+      in_specs=(P(), P(parallel.AXIS), P(parallel.AXIS), P()),
       out_specs=(P(), P()))
 
-  def train_step(state, batch, key):
+  def train_step(state, batch, key, progress=None):
     noise = None
     if randomized:
       noise = jax.random.uniform(key, (batch.rgb.shape[0], noise_dim))
       noise = lax.with_sharding_constraint(noise, parallel.data_sharding(mesh))
-    return mapped(state, batch, noise)
+    if progress is not None:
+      progress = jnp.asarray(progress, jnp.float32)
+    return mapped(state, batch, noise, progress)
 
   return jax.jit(train_step, donate_argnums=0)
 
@@ -357,6 +363,93 @@ def train_and_evaluate(config, workdir, experiment=None):
   return results
 
 
+class TrainClock:
+  """Training time against the `train.minutes` budget.
+
+  Counts wall time inside the train loop from the end of a session's first
+  step (so compilation is not counted; nor are validation renders and
+  checkpoint writes), plus the time of earlier sessions of a resumed run
+  (`CLOCK_FILE` in the workdir).
+  `progress(step)` is the fraction of the budget used,
+  `max(step / steps, seconds / budget)`, which the learning-rate decay
+  follows (see `optim.make_schedule`); with no time budget it is None and
+  the decay follows the step count. With several processes, process 0's
+  time is broadcast every `sync_every` steps, so every process uses the same
+  learning rate and all stop at the same step.
+  """
+
+  def __init__(self, steps, minutes, seconds=0.0, sync_every=1):
+    self.steps = max(int(steps), 1)
+    self.budget = 60.0 * float(minutes)
+    self.seconds = float(seconds)  # accumulated, excluding a running span.
+    self.shared = float(seconds)  # the value every process agrees on.
+    self.sync_every = max(int(sync_every), 1)
+    self._since = None
+
+  def resume(self):
+    if self._since is None:
+      self._since = time.perf_counter()
+
+  def pause(self):
+    if self._since is not None:
+      self.seconds += time.perf_counter() - self._since
+      self._since = None
+
+  def elapsed(self):
+    """Seconds of training so far (this process's own clock)."""
+    running = 0.0 if self._since is None else time.perf_counter() - self._since
+    return self.seconds + running
+
+  def sync(self, step):
+    """Refreshes the shared time (every step with one process)."""
+    if jax.process_count() == 1 or not self.budget:
+      self.shared = self.elapsed()
+    elif step % self.sync_every == 0:
+      self.shared = float(multihost_utils.broadcast_one_to_all(
+          np.float32(self.elapsed())))
+
+  def progress(self, step):
+    """f32-able fraction of the budget used, or None without a time budget."""
+    if not self.budget:
+      return None
+    return min(1.0, max(step / self.steps, self.shared / self.budget))
+
+  def done(self, step):
+    return step >= self.steps or bool(self.budget and
+                                      self.shared >= self.budget)
+
+
+CLOCK_FILE = 'train_clock.json'
+
+
+def _read_clock(workdir, step):
+  """Training seconds recorded with the checkpoint of `step` (else 0)."""
+  path = os.path.join(workdir, CLOCK_FILE)
+  if step == 0 or not os.path.exists(path):
+    return 0.0
+  try:
+    with open(path, encoding='utf-8') as f:
+      record = json.load(f)
+    recorded_step, seconds = record['step'], float(record['seconds'])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    logging.warning('Cannot read %s (%s): training time restarts from 0.',
+                    path, e)
+    return 0.0
+  if recorded_step != step:
+    logging.warning('%s is for step %s but the checkpoint is step %d: '
+                    'training time restarts from 0.', path, recorded_step,
+                    step)
+    return 0.0
+  return seconds
+
+
+def _write_clock(workdir, step, seconds):
+  path = os.path.join(workdir, CLOCK_FILE)
+  with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    json.dump({'step': int(step), 'seconds': float(seconds)}, f)
+  os.replace(path + '.tmp', path)
+
+
 def _train_loop(exp, state, ckpt, writer, workdir, train_key):
   """Steps until train.steps or train.minutes; returns the final state."""
   config = exp.config
@@ -366,16 +459,22 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
   sampler = sampler_lib.RaySampler(exp.scene.train, tc.batch_size, config.seed,
                                    jax.process_index(), jax.process_count())
   start = int(jax.device_get(state.step))
-  deadline = time.time() + 60.0 * tc.minutes if tc.minutes else math.inf
+  clock = TrainClock(tc.steps, tc.minutes, _read_clock(workdir, start),
+                     sync_every=tc.log_every)
+  if clock.budget and start:
+    logging.info('Resuming with %.1f of %.1f training minutes used.',
+                 clock.seconds / 60.0, tc.minutes)
   pbar = tqdm.tqdm(total=tc.steps, initial=start, disable=not is_main,
                    desc='train', dynamic_ncols=True)
   window, window_start, window_steps = None, time.time(), 0
   step = start
   last_checked = start
   batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
-  while step < tc.steps and time.time() < deadline:
+  # The clock starts after the first step (compilation) of this session.
+  while not clock.done(step):
     state, step_metrics = exp.train_step(state, batch,
-                                         jax.random.fold_in(train_key, step))
+                                         jax.random.fold_in(train_key, step),
+                                         clock.progress(step))
     # Prepare the next batch while this step runs, then wait for the step:
     # one step in flight at a time. Queuing many steps of a multi-device
     # program can deadlock XLA:CPU's collectives (devices share one thread
@@ -384,6 +483,7 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
       batch = parallel.shard_batch(sampler.batch(step + 1), exp.mesh)
     jax.block_until_ready(step_metrics)
     step += 1
+    clock.sync(step)
     window_steps += 1
     window = step_metrics if window is None else jax.tree.map(
         jnp.add, window, step_metrics)
@@ -395,26 +495,39 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
       elapsed = time.time() - window_start
       means['rays_per_s'] = window_steps * tc.batch_size / max(elapsed, 1e-9)
       means['psnr'] = float(metrics_lib.mse_to_psnr(means['mse']))
+      means['train_minutes'] = clock.elapsed() / 60.0
       writer.write_scalars(step, means)
-      pbar.set_postfix(loss=f"{means['loss']:.4f}",
-                       psnr=f"{means['psnr']:.2f}",
-                       rays_s=f"{means['rays_per_s']:.0f}")
+      postfix = dict(loss=f"{means['loss']:.4f}", psnr=f"{means['psnr']:.2f}",
+                     rays_s=f"{means['rays_per_s']:.0f}")
+      if clock.budget:  # the bar counts steps; show the binding budget too.
+        postfix['min'] = f"{means['train_minutes']:.1f}/{tc.minutes:g}"
+      pbar.set_postfix(**postfix)
       window, window_start, window_steps = None, time.time(), 0
     pbar.update(1)
+    clock.pause()
     if tc.checkpoint_every and step % tc.checkpoint_every == 0:
       _check_finite(jax.device_get(step_metrics), step)
       _check_state_finite(state, step)
       ckpt.save(step, state.as_dict())
+      if is_main:
+        _write_clock(workdir, step, clock.elapsed())
     if tc.val_every and step % tc.val_every == 0:
       _validate(exp, state, step, workdir, writer, is_main)
+    clock.resume()
+  clock.pause()
   pbar.close()
   if last_checked != step and step > start:
     _check_finite(jax.device_get(step_metrics), step)
   if ckpt.latest_step() != step:
     _check_state_finite(state, step)
     ckpt.save(step, state.as_dict(), force=True)
+  if is_main:
+    _write_clock(workdir, step, clock.elapsed())
   ckpt.wait_until_finished()
   writer.flush()
+  if clock.budget and step < tc.steps:
+    logging.info('Time budget of %.1f min used at step %d of %d.',
+                 tc.minutes, step, tc.steps)
   return state
 
 

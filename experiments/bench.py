@@ -38,9 +38,10 @@ quick / full suites:
                      (psnr_cost_db = float32 - bfloat16). On CPUs bfloat16
                      matmuls are emulated, so only the PSNR is meaningful
                      there; step times matter on GPU/TPU.
-lego suite: trains --config on --data for --minutes of training time and
-evaluates PSNR/SSIM over --eval_images evenly spaced test views at --points
-times evenly spaced on that clock (evaluation is not counted), giving
+lego suite: trains --config on --data with a budget of --minutes of training
+time (`train.minutes`, so the learning rate decays over it) and evaluates
+PSNR/SSIM over --eval_images evenly spaced test views at --points times
+evenly spaced on that clock (evaluation is not counted), giving
 `curve: [{minutes, step, psnr, ssim}]` and a PNG of PSNR against minutes next
 to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
 """
@@ -53,11 +54,8 @@ os.environ.setdefault(
     'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-import ast
 import contextlib
 import json
-import platform
-import resource
 import sys
 import tempfile
 import time
@@ -66,19 +64,17 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jaxlib
 import numpy as np
 
 from condnerf import edit_baselines
 from condnerf import editing
 from condnerf import inference
-from condnerf import metrics as metrics_lib
 from condnerf import parallel
 from condnerf import train_lib
 from condnerf.data import procedural
 from condnerf.data import sampler as sampler_lib
 from condnerf.data import variants
-from experiments.configs import lego
+from experiments import bench_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _SUITE = flags.DEFINE_enum('suite', 'quick', ['quick', 'full', 'lego'],
@@ -128,7 +124,6 @@ _SIZE_FLAGS = {
 for _name, _help in _SIZE_FLAGS.items():
   flags.DEFINE_integer(_name, None, f'{_help} Default: per suite.')
 FLAGS = flags.FLAGS
-CONFIG_ARGS = {'nerf': '', 'fast': 'fast'}
 FLOPS_NOTE = ('XLA cost_analysis() flops of the compiled train step '
               "(forward + backward + optimizer, one device's program) per "
               "ray of that device's share of the batch.")
@@ -141,94 +136,6 @@ def settings_for(suite):
     if FLAGS[name].value is not None:
       sizes[name] = FLAGS[name].value
   return sizes
-
-
-def environment():
-  """What ran: versions, devices, XLA flags."""
-  devices = jax.devices()
-  return {
-      'jax_version': jax.__version__,
-      'jaxlib_version': jaxlib.__version__,
-      'python': platform.python_version(),
-      'backend': jax.default_backend(),
-      'device_kind': devices[0].device_kind,
-      'device_count': jax.device_count(),
-      'local_device_count': jax.local_device_count(),
-      'process_count': jax.process_count(),
-      'cpu_count': os.cpu_count(),
-      'xla_flags': os.environ.get('XLA_FLAGS', ''),
-  }
-
-
-def peak_rss_mb():
-  """Peak resident memory of this process so far, in MiB (Linux: KiB)."""
-  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return rss / (1 << 20) if sys.platform == 'darwin' else rss / 1024.0
-
-
-def peak_device_mb():
-  """Peak memory of the first device in MiB, or None where not reported."""
-  stats = jax.devices()[0].memory_stats()
-  if not stats or 'peak_bytes_in_use' not in stats:
-    return None
-  return stats['peak_bytes_in_use'] / (1 << 20)
-
-
-def parse_overrides(items):
-  """['a.b=1', ...] -> {'a.b': 1, ...}; values are Python literals or str."""
-  out = {}
-  for item in items:
-    key, has_value, text = item.partition('=')
-    if not has_value or not key.strip():
-      raise app.UsageError(f'--override={item!r}: use SECTION.KEY=VALUE.')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    out[key.strip()] = value
-  return out
-
-
-def set_field(config, dotted, value):
-  """Sets an existing (possibly nested) config field; unknown keys fail."""
-  *parents, leaf = dotted.split('.')
-  node = config
-  for part in parents:
-    if part not in node:
-      raise app.UsageError(f'Unknown config field {dotted!r}.')
-    node = node[part]
-  if leaf not in node:
-    raise app.UsageError(f'Unknown config field {dotted!r}.')
-  node[leaf] = value
-
-
-def make_config(name, data_path, appearance, batch_size, overrides):
-  """lego.py[:fast] with the benchmark's fields changed.
-
-  Returns:
-    (ConfigDict, dict of every field changed from the config file).
-  """
-  config = lego.get_config(CONFIG_ARGS[name])
-  applied = {'data.path': data_path}
-  if appearance:
-    applied['data.appearance'] = appearance
-  if batch_size:
-    applied['train.batch_size'] = batch_size
-  applied.update(overrides)
-  for key, value in applied.items():
-    set_field(config, key, value)
-  return config, applied
-
-
-def median_seconds(fn, repeats):
-  """Median wall time of `fn()` (which must block) after one warm-up call."""
-  fn()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
 
 
 def matmul_rate(width, rows, repeats, mesh):
@@ -250,83 +157,15 @@ def matmul_rate(width, rows, repeats, mesh):
   flops = 2.0 * rows * width * width
   xs = jax.device_put(x, parallel.data_sharding(mesh))
   ws = parallel.replicate(w, mesh)
-  seconds = median_seconds(
+  seconds = bench_lib.median_seconds(
       lambda: jax.block_until_ready(matmul(xs, ws)), repeats)
   one = jax.devices()[0]
   x1, w1 = jax.device_put(x, one), jax.device_put(w, one)
-  seconds_one = median_seconds(
+  seconds_one = bench_lib.median_seconds(
       lambda: jax.block_until_ready(matmul(x1, w1)), repeats)
   return {'gflops': flops / seconds / 1e9,
           'gflops_one_device': flops / seconds_one / 1e9,
           'rows': rows, 'seconds': seconds}
-
-
-class Trainer:
-  """A state and its compiled train step, stepped one step at a time."""
-
-  def __init__(self, exp, seed):
-    self.exp = exp
-    self.batch_size = exp.config.train.batch_size
-    self.sampler = sampler_lib.RaySampler(
-        exp.scene.train, self.batch_size, seed, jax.process_index(),
-        jax.process_count())
-    init_key, self.train_key = jax.random.split(jax.random.key(seed))
-    self.state = exp.init_state(init_key)
-    self.step = 0
-    self.metrics = None
-    start = time.perf_counter()
-    self.compiled = exp.train_step.lower(
-        self.state, self._batch(0), self._key(0)).compile()
-    self.compile_seconds = time.perf_counter() - start
-
-  def _batch(self, step):
-    batch = parallel.shard_batch(self.sampler.batch(step), self.exp.mesh)
-    return jax.block_until_ready(batch)
-
-  def _key(self, step):
-    return jax.random.fold_in(self.train_key, step)
-
-  def flops_per_ray(self):
-    """XLA's flops of one device's step over that device's rays."""
-    cost = self.compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-      cost = cost[0]
-    rays_per_device = self.batch_size / self.exp.mesh.devices.size
-    return float(cost['flops']) / rays_per_device
-
-  def run(self, num_steps, seconds=None):
-    """Takes up to `num_steps` steps, stopping once `seconds` have passed.
-
-    Returns:
-      (list of per-step seconds, excluding batch preparation; wall seconds
-      of the whole call).
-    """
-    begin = time.perf_counter()
-    times = []
-    batch = self._batch(self.step)
-    for _ in range(num_steps):
-      if seconds is not None and time.perf_counter() - begin >= seconds:
-        break
-      start = time.perf_counter()
-      self.state, self.metrics = self.compiled(self.state, batch,
-                                               self._key(self.step))
-      # One step in flight: queued multi-device programs can deadlock
-      # XLA:CPU's collectives (see train_lib).
-      jax.block_until_ready((self.state, self.metrics))
-      times.append(time.perf_counter() - start)
-      self.step += 1
-      batch = self._batch(self.step)
-    return times, time.perf_counter() - begin
-
-  def loss(self):
-    """The last step's loss (None before any step); raises if not finite."""
-    if self.metrics is None:
-      return None
-    loss = float(jax.device_get(self.metrics['loss']))
-    if not np.isfinite(loss):
-      raise train_lib.TrainingDivergedError(
-          f'Loss became {loss} by step {self.step}.')
-    return loss
 
 
 def render_rate(trainer, num_rays, repeats):
@@ -337,7 +176,7 @@ def render_rate(trainer, num_rays, repeats):
   index = np.arange(num_rays) % rays.code_ids.shape[0]
   rays = jax.tree.map(lambda x: x[index], rays)
   chunk = min(exp.config.eval.chunk, num_rays)
-  seconds = median_seconds(
+  seconds = bench_lib.median_seconds(
       lambda: inference.render_rays(exp.render_step, trainer.state.params,
                                     trainer.state.codes, rays, chunk,
                                     exp.mesh), repeats)
@@ -362,7 +201,7 @@ def bench_config(name, trainer, sizes, matmul, reference_gflops, applied):
   logging.info('%s: compiled the train step in %.1f s; timing %d steps.',
                name, trainer.compile_seconds, sizes['steps'])
   trainer.run(1)  # The first run of a fresh executable can be slower.
-  times, _ = trainer.run(sizes['steps'])
+  times = trainer.run(sizes['steps'])
   step_seconds = float(np.median(times))
   rays_per_s = trainer.batch_size / step_seconds
   flops_per_ray = trainer.flops_per_ray()
@@ -371,8 +210,7 @@ def bench_config(name, trainer, sizes, matmul, reference_gflops, applied):
   logging.info('%s: %.1f ms/step; timing render of %d rays.', name,
                1e3 * step_seconds, sizes['render_rays'])
   return {
-      'config_file': 'experiments/configs/lego.py' + (
-          f':{CONFIG_ARGS[name]}' if CONFIG_ARGS[name] else ''),
+      'config_file': bench_lib.config_file(name),
       'overrides': applied,
       'trunk_width': width,
       'batch_size': trainer.batch_size,
@@ -389,8 +227,8 @@ def bench_config(name, trainer, sizes, matmul, reference_gflops, applied):
       'render_rays_per_s': render_rate(trainer, sizes['render_rays'],
                                        sizes['repeats']),
       'loss': trainer.loss(),
-      'peak_rss_mb': peak_rss_mb(),
-      'peak_device_mb': peak_device_mb(),
+      'peak_rss_mb': bench_lib.peak_rss_mb(),
+      'peak_device_mb': bench_lib.peak_device_mb(),
   }
 
 
@@ -436,14 +274,14 @@ def bench_precision(trainer, mesh, seed):
   config = exp.config.copy_and_resolve_references()
   with config.unlocked():
     config.model.dtype = 'bfloat16'
-  low = Trainer(train_lib.build_experiment(config, scene=exp.scene,
-                                           mesh=mesh), seed)
+  low = bench_lib.Trainer(
+      train_lib.build_experiment(config, scene=exp.scene, mesh=mesh), seed)
   logging.info('precision: training the bfloat16 twin for %d steps.', steps)
-  times, _ = low.run(steps)
+  times = low.run(steps)
   low.loss()  # raises if it diverged.
   for name, run, step_times in (('float32', trainer, None),
                                 ('bfloat16', low, times)):
-    psnr, ssim = evaluate_views(run, views)
+    psnr, ssim = bench_lib.evaluate_views(run, views)
     results[name] = {'psnr': psnr, 'ssim': ssim, 'train_step_ms': (
         1e3 * float(np.median(step_times)) if step_times else None)}
   return {'config': 'fast', 'train_steps': steps, 'test_views': len(views),
@@ -455,16 +293,18 @@ def bench_precision(trainer, mesh, seed):
 def run_throughput(suite):
   """The quick and full suites."""
   sizes = settings_for(suite)
-  overrides = parse_overrides(_OVERRIDE.value)
+  # Fixed step counts: no wall-clock budget (lego.py:fast sets 10 minutes).
+  overrides = {'train.minutes': 0.0}
+  overrides.update(bench_lib.parse_overrides(_OVERRIDE.value))
   mesh = parallel.create_mesh()
-  unknown = set(_CONFIGS.value) - set(CONFIG_ARGS)
+  unknown = set(_CONFIGS.value) - set(bench_lib.CONFIG_ARGS)
   if unknown:
     raise app.UsageError(f'Unknown --configs {sorted(unknown)}; choose from '
-                         f'{sorted(CONFIG_ARGS)}.')
+                         f'{sorted(bench_lib.CONFIG_ARGS)}.')
   widths = {256} | {
-      make_config(n, '', '', 0, overrides)[0].model.field.width
+      bench_lib.make_config(n, '', '', 0, overrides)[0].model.field.width
       for n in _CONFIGS.value}
-  result = {'suite': suite, 'settings': sizes, 'env': environment(),
+  result = {'suite': suite, 'settings': sizes, 'env': bench_lib.environment(),
             'matmul': {}}
   for width in sorted(widths):
     logging.info('matmul: width %d, %d rows.', width, sizes['matmul_rows'])
@@ -480,13 +320,14 @@ def run_throughput(suite):
     scenes, fast_trainer = {}, None
     result['configs'] = {}
     for name in _CONFIGS.value:
-      config, applied = make_config(name, data, '' if _DATA.value else 'ids',
-                                    sizes['batch_size'], overrides)
+      config, applied = bench_lib.make_config(
+          name, data, '' if _DATA.value else 'ids', sizes['batch_size'],
+          overrides)
       key = json.dumps(config.data.to_dict(), sort_keys=True)
       if key not in scenes:
         scenes[key] = train_lib.load_scene(config.data)
       exp = train_lib.build_experiment(config, scene=scenes[key], mesh=mesh)
-      trainer = Trainer(exp, _SEED.value)
+      trainer = bench_lib.Trainer(exp, _SEED.value)
       result['configs'][name] = bench_config(
           name, trainer, sizes, result['matmul'], result['matmul_gflops'],
           applied)
@@ -494,10 +335,10 @@ def run_throughput(suite):
         fast_trainer = trainer  # Already on the chair: keep training it.
       del trainer, exp
     if fast_trainer is None:
-      config, applied = make_config('fast', chair, 'ids',
-                                    sizes['batch_size'], overrides)
-      fast_trainer = Trainer(train_lib.build_experiment(config, mesh=mesh),
-                             _SEED.value)
+      config, applied = bench_lib.make_config('fast', chair, 'ids',
+                                              sizes['batch_size'], overrides)
+      fast_trainer = bench_lib.Trainer(
+          train_lib.build_experiment(config, mesh=mesh), _SEED.value)
     else:
       applied = result['configs']['fast']['overrides']
     methods, setup = bench_edits(fast_trainer, sizes, _SCRIBBLES.value,
@@ -506,86 +347,47 @@ def run_throughput(suite):
   setup['overrides'] = applied
   result['edit_seconds'] = methods
   result['edit'] = setup
-  result['peak_rss_mb'] = peak_rss_mb()
+  result['peak_rss_mb'] = bench_lib.peak_rss_mb()
   return result
-
-
-def evaluate_views(trainer, views):
-  """Mean PSNR and SSIM of test views rendered with their own codes."""
-  frames = trainer.exp.scene.test
-  psnrs, ssims = [], []
-  for view in views:
-    out = trainer.exp.render(trainer.state,
-                             sampler_lib.image_rays(frames, int(view)))
-    psnrs.append(float(metrics_lib.psnr(out['rgb'], frames.images[view])))
-    ssims.append(float(metrics_lib.ssim(out['rgb'], frames.images[view])))
-  return float(np.mean(psnrs)), float(np.mean(ssims))
-
-
-def plot_curve(curve, path, title):
-  """Writes PSNR against training minutes as a PNG."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6, 4))
-  ax.plot([p['minutes'] for p in curve], [p['psnr'] for p in curve],
-          marker='o')
-  ax.set_xlabel('training minutes')
-  ax.set_ylabel('test PSNR (dB)')
-  ax.set_title(title)
-  ax.grid(True, alpha=0.3)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
 
 
 def run_lego():
   """Trains one config for --minutes and records the PSNR/SSIM curve."""
   sizes = settings_for('lego')
   name = _CONFIG.value
-  config, applied = make_config(name, _DATA.value, '', sizes['batch_size'],
-                                parse_overrides(_OVERRIDE.value))
-  trainer = Trainer(train_lib.build_experiment(config), _SEED.value)
+  # The budget is the run's own `train.minutes`: the learning rate decays
+  # over it, as with `experiments.main --config.train.minutes=M`.
+  overrides = {'train.minutes': _MINUTES.value}
+  overrides.update(bench_lib.parse_overrides(_OVERRIDE.value))
+  config, applied = bench_lib.make_config(name, _DATA.value, '',
+                                          sizes['batch_size'], overrides)
+  trainer = bench_lib.Trainer(train_lib.build_experiment(config), _SEED.value)
   frames = trainer.exp.scene.test
   count = max(1, min(_EVAL_IMAGES.value, len(frames)))
   views = np.unique(np.linspace(0, len(frames) - 1, count).round()).astype(
       int)
-  budget = 60.0 * _MINUTES.value
-  points = max(1, _POINTS.value)
-  curve, step_times, clock = [], [], 0.0
   logging.info('lego: %s for %.1f min, %d evaluations of %d views.', name,
-               _MINUTES.value, points, len(views))
-  for k in range(1, points + 1):
-    times, wall = trainer.run(config.train.steps - trainer.step,
-                              seconds=budget * k / points - clock)
-    clock += wall
-    step_times += times
-    trainer.loss()
-    psnr, ssim = evaluate_views(trainer, views)
-    curve.append({'minutes': clock / 60.0, 'step': trainer.step,
-                  'psnr': psnr, 'ssim': ssim})
-    logging.info('lego: %.2f min, step %d: PSNR %.2f, SSIM %.4f.',
-                 clock / 60.0, trainer.step, psnr, ssim)
-    if trainer.step >= config.train.steps:
-      break
+               _MINUTES.value, _POINTS.value, len(views))
+  curve, step_times = bench_lib.train_curve(trainer, views, _MINUTES.value,
+                                            max(1, _POINTS.value))
   out = _OUT.value
   plot = os.path.splitext(out)[0] + '.png' if out else 'bench_curve.png'
-  plot_curve(curve, plot, f'{name} on {os.path.basename(_DATA.value)}')
+  bench_lib.plot_curve(curve, plot,
+                       f'{name} on {os.path.basename(_DATA.value)}')
   step_ms = rays_per_s = None
   if step_times:
     step_ms = 1e3 * float(np.median(step_times))
     rays_per_s = 1e3 * trainer.batch_size / step_ms
   return {
-      'suite': 'lego', 'env': environment(), 'config': name,
-      'config_file': 'experiments/configs/lego.py' + (
-          f':{CONFIG_ARGS[name]}' if CONFIG_ARGS[name] else ''),
+      'suite': 'lego', 'env': bench_lib.environment(), 'config': name,
+      'config_file': bench_lib.config_file(name),
       'overrides': applied, 'data': _DATA.value, 'minutes': _MINUTES.value,
       'eval_views': views.tolist(), 'batch_size': trainer.batch_size,
       'compile_seconds': trainer.compile_seconds,
       'train_step_ms': step_ms, 'train_rays_per_s': rays_per_s,
       'curve': curve, 'plot': os.path.abspath(plot),
-      'peak_rss_mb': peak_rss_mb(), 'peak_device_mb': peak_device_mb(),
+      'peak_rss_mb': bench_lib.peak_rss_mb(),
+      'peak_device_mb': bench_lib.peak_device_mb(),
   }
 
 

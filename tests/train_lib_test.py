@@ -134,6 +134,35 @@ class LoopTest(absltest.TestCase):
     self.assertEqual([r['step'] for r in lines if r['split'] == 'train'],
                      list(range(1, 2 * n + 1)))
 
+  def test_time_budget_stops_early_and_is_resumed(self):
+    config = self._config(1000)
+    config.train.minutes = 1e-4  # 6 ms of training after the first step.
+    exp = train_lib.build_experiment(config, scene=self.scene,
+                                     mesh=scenes.small_mesh())
+    progress = []
+    real_step = exp.train_step
+
+    def recording_step(state, batch, key, p=None):
+      progress.append(p)
+      return real_step(state, batch, key, p)
+
+    exp.train_step = recording_step
+    train_lib.train_and_evaluate(config, self.workdir, exp)
+    steps = len(progress)
+    # The first step (compilation) is not on the clock, so at least two run.
+    self.assertBetween(steps, 2, 999)
+    self.assertEqual(progress[:2], [0.0, 0.001])  # step counts bind first.
+    self.assertEqual(progress, sorted(progress))
+    with open(os.path.join(self.workdir, train_lib.CLOCK_FILE)) as f:
+      record = json.load(f)
+    self.assertEqual(record['step'], steps)
+    self.assertGreaterEqual(record['seconds'], 6e-3)
+    # A resumed run starts from the recorded time: the budget is used up.
+    progress.clear()
+    train_lib.train_and_evaluate(config, self.workdir, exp)
+    self.assertEqual(progress, [])
+    self.assertEqual(int(self._params(self.workdir, config).step), steps)
+
   def test_nan_loss_stops_with_step_and_keeps_checkpoint(self):
     config = self._config(4)
     config.train.checkpoint_every = 2

@@ -88,7 +88,9 @@ def get_config(arg=None):
 
   config.train = ml_collections.ConfigDict(dict(
       steps=20000,
-      minutes=0.0,  # wall-clock budget; stops early when reached (0 = none).
+      # Wall-clock training budget (0 = none): training stops when it is
+      # used up, and the learning-rate decay follows the budget, not steps.
+      minutes=0.0,
       batch_size=1024,  # rays per step, over all devices of all processes.
       coarse_loss_weight=0.1,  # hierarchical: weight of non-final levels.
       interlevel_loss_weight=1.0,  # proposal: weight of the interlevel loss.

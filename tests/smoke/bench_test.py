@@ -9,6 +9,7 @@ import tempfile
 from absl.testing import absltest
 
 from condnerf import edit_baselines
+from condnerf.data import procedural
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -97,6 +98,30 @@ class BenchTest(absltest.TestCase):
     self.assertAlmostEqual(
         precision['psnr_cost_db'],
         precision['float32']['psnr'] - precision['bfloat16']['psnr'])
+
+  def test_lego_suite_curve_within_time_budget(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      data = os.path.join(tmp, 'chair')
+      procedural.write_chair_dataset(data, resolution=16, num_train=4,
+                                     num_val=1, num_test=3, seed=0)
+      out = os.path.join(tmp, 'curve.json')
+      proc = run_bench('--suite=lego', f'--data={data}', '--minutes=0.1',
+                       '--points=2', '--eval_images=2', '--batch_size=64',
+                       '--override=model.num_samples=(8, 8)', f'--out={out}')
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      result = json.loads(proc.stdout)
+      self.assertTrue(os.path.exists(os.path.join(tmp, 'curve.png')))
+    self.assertEqual(result['overrides']['train.minutes'], 0.1)
+    self.assertEqual(result['eval_views'], [0, 2])
+    curve = result['curve']
+    self.assertLen(curve, 2)
+    # Points at half and all of the 6 s budget (one step may overshoot).
+    step_s = result['train_step_ms'] / 1e3
+    for point, share in zip(curve, (0.5, 1.0)):
+      self.assertBetween(point['minutes'] * 60, 6 * share,
+                         6 * share + 3 * step_s + 0.5)
+      self.assertBetween(point['psnr'], 0.0, 100.0)
+    self.assertLess(curve[0]['step'], curve[1]['step'])
 
   def test_lego_suite_without_data_fails_clearly(self):
     proc = run_bench('--suite=lego', '--minutes=0.01')

@@ -1,0 +1,261 @@
+"""Pieces shared by the benchmark suites of `experiments/bench.py`.
+
+Owns the step-at-a-time `Trainer` (compiled train step, training clock), the
+config builder with command-line overrides, the environment and memory
+reports, and the lego time-to-PSNR curve (`train_curve`, `plot_curve`).
+Nothing here reads flags: bench.py passes values in.
+"""
+
+import ast
+import os
+import platform
+import resource
+import sys
+import time
+
+from absl import app
+from absl import logging
+import jax
+import jaxlib
+import numpy as np
+
+from condnerf import metrics as metrics_lib
+from condnerf import parallel
+from condnerf import train_lib
+from condnerf.data import sampler as sampler_lib
+from experiments.configs import lego
+
+CONFIG_ARGS = {'nerf': '', 'fast': 'fast'}
+
+
+def config_file(name):
+  """'experiments/configs/lego.py[:ARGS]' of a benchmarked config name."""
+  arg = CONFIG_ARGS[name]
+  return 'experiments/configs/lego.py' + (f':{arg}' if arg else '')
+
+
+def environment():
+  """What ran: versions, devices, XLA flags."""
+  devices = jax.devices()
+  return {
+      'jax_version': jax.__version__,
+      'jaxlib_version': jaxlib.__version__,
+      'python': platform.python_version(),
+      'backend': jax.default_backend(),
+      'device_kind': devices[0].device_kind,
+      'device_count': jax.device_count(),
+      'local_device_count': jax.local_device_count(),
+      'process_count': jax.process_count(),
+      'cpu_count': os.cpu_count(),
+      'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
+
+
+def peak_rss_mb():
+  """Peak resident memory of this process so far, in MiB (Linux: KiB)."""
+  rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return rss / (1 << 20) if sys.platform == 'darwin' else rss / 1024.0
+
+
+def peak_device_mb():
+  """Peak memory of the first device in MiB, or None where not reported."""
+  stats = jax.devices()[0].memory_stats()
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return stats['peak_bytes_in_use'] / (1 << 20)
+
+
+def parse_overrides(items):
+  """['a.b=1', ...] -> {'a.b': 1, ...}; values are Python literals or str."""
+  out = {}
+  for item in items:
+    key, has_value, text = item.partition('=')
+    if not has_value or not key.strip():
+      raise app.UsageError(f'--override={item!r}: use SECTION.KEY=VALUE.')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    out[key.strip()] = value
+  return out
+
+
+def set_field(config, dotted, value):
+  """Sets an existing (possibly nested) config field; unknown keys fail."""
+  *parents, leaf = dotted.split('.')
+  node = config
+  for part in parents:
+    if part not in node:
+      raise app.UsageError(f'Unknown config field {dotted!r}.')
+    node = node[part]
+  if leaf not in node:
+    raise app.UsageError(f'Unknown config field {dotted!r}.')
+  node[leaf] = value
+
+
+def make_config(name, data_path, appearance, batch_size, overrides):
+  """lego.py[:fast] with the benchmark's fields changed.
+
+  Returns:
+    (ConfigDict, dict of every field changed from the config file).
+  """
+  config = lego.get_config(CONFIG_ARGS[name])
+  applied = {'data.path': data_path}
+  if appearance:
+    applied['data.appearance'] = appearance
+  if batch_size:
+    applied['train.batch_size'] = batch_size
+  applied.update(overrides)
+  for key, value in applied.items():
+    set_field(config, key, value)
+  return config, applied
+
+
+def median_seconds(fn, repeats):
+  """Median wall time of `fn()` (which must block) after one warm-up call."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+class Trainer:
+  """A state and its compiled train step, stepped one step at a time.
+
+  Keeps a `train_lib.TrainClock` of training time (steps and batch
+  preparation; compilation happens before): with `train.minutes` set, the
+  learning rate decays over that budget, as in `experiments.main`.
+  """
+
+  def __init__(self, exp, seed):
+    self.exp = exp
+    self.batch_size = exp.config.train.batch_size
+    self.sampler = sampler_lib.RaySampler(
+        exp.scene.train, self.batch_size, seed, jax.process_index(),
+        jax.process_count())
+    init_key, self.train_key = jax.random.split(jax.random.key(seed))
+    self.state = exp.init_state(init_key)
+    self.step = 0
+    self.metrics = None
+    self.clock = train_lib.TrainClock(exp.config.train.steps,
+                                      exp.config.train.minutes)
+    start = time.perf_counter()
+    self.compiled = exp.train_step.lower(
+        self.state, self._batch(0), self._key(0),
+        self.clock.progress(0)).compile()
+    self.compile_seconds = time.perf_counter() - start
+
+  def _batch(self, step):
+    batch = parallel.shard_batch(self.sampler.batch(step), self.exp.mesh)
+    return jax.block_until_ready(batch)
+
+  def _key(self, step):
+    return jax.random.fold_in(self.train_key, step)
+
+  def flops_per_ray(self):
+    """XLA's flops of one device's step over that device's rays."""
+    cost = self.compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    rays_per_device = self.batch_size / self.exp.mesh.devices.size
+    return float(cost['flops']) / rays_per_device
+
+  def run(self, num_steps, until_seconds=None):
+    """Takes up to `num_steps` steps, stopping once the clock passes
+    `until_seconds` of training or the run's own budget is used.
+
+    Returns:
+      list of per-step seconds, excluding batch preparation.
+    """
+    times = []
+    batch = self._batch(self.step)
+    for _ in range(num_steps):
+      if self.clock.done(self.step) or (
+          until_seconds is not None and self.clock.shared >= until_seconds):
+        break
+      self.clock.resume()
+      start = time.perf_counter()
+      self.state, self.metrics = self.compiled(
+          self.state, batch, self._key(self.step),
+          self.clock.progress(self.step))
+      # One step in flight: queued multi-device programs can deadlock
+      # XLA:CPU's collectives (see train_lib).
+      jax.block_until_ready((self.state, self.metrics))
+      times.append(time.perf_counter() - start)
+      self.step += 1
+      batch = self._batch(self.step)
+      self.clock.pause()
+      self.clock.sync(self.step)
+    return times
+
+  def loss(self):
+    """The last step's loss (None before any step); raises if not finite."""
+    if self.metrics is None:
+      return None
+    loss = float(jax.device_get(self.metrics['loss']))
+    if not np.isfinite(loss):
+      raise train_lib.TrainingDivergedError(
+          f'Loss became {loss} by step {self.step}.')
+    return loss
+
+
+def evaluate_views(trainer, views):
+  """Mean PSNR and SSIM of test views rendered with their own codes."""
+  frames = trainer.exp.scene.test
+  psnrs, ssims = [], []
+  for view in views:
+    out = trainer.exp.render(trainer.state,
+                             sampler_lib.image_rays(frames, int(view)))
+    psnrs.append(float(metrics_lib.psnr(out['rgb'], frames.images[view])))
+    ssims.append(float(metrics_lib.ssim(out['rgb'], frames.images[view])))
+  return float(np.mean(psnrs)), float(np.mean(ssims))
+
+
+def plot_curve(curve, path, title):
+  """Writes PSNR against training minutes as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot([p['minutes'] for p in curve], [p['psnr'] for p in curve],
+          marker='o')
+  ax.set_xlabel('training minutes')
+  ax.set_ylabel('test PSNR (dB)')
+  ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def train_curve(trainer, views, minutes, points):
+  """Trains within the run's budget, scoring `views` at `points` times.
+
+  Args:
+    trainer: a `Trainer`; its config's `train.minutes` is the budget.
+    views: test-view indices scored at each point.
+    minutes: training minutes of the whole curve.
+    points: evaluations, evenly spaced on the training clock (evaluation
+      time is not counted).
+  Returns:
+    (curve: list of {minutes, step, psnr, ssim}, per-step seconds).
+  """
+  budget = 60.0 * minutes
+  curve, step_times = [], []
+  for k in range(1, points + 1):
+    step_times += trainer.run(trainer.exp.config.train.steps - trainer.step,
+                              until_seconds=budget * k / points)
+    trainer.loss()
+    psnr, ssim = evaluate_views(trainer, views)
+    clock = trainer.clock.shared / 60.0
+    curve.append({'minutes': clock, 'step': trainer.step, 'psnr': psnr,
+                  'ssim': ssim})
+    logging.info('curve: %.2f min, step %d: PSNR %.2f, SSIM %.4f.', clock,
+                 trainer.step, psnr, ssim)
+    if trainer.clock.done(trainer.step):
+      break
+  return curve, step_times

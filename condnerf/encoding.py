@@ -115,12 +115,15 @@ def hash_grid_indices(corners, resolutions, table_size):
 
 
 def _axis_multipliers(resolutions, table_size):
-  """u32[num_levels, 3] per-axis factors of each level's row index.
+  """Per-axis factors of each level's row index.
 
   A dense level's row is x + side * y + side**2 * z; a hashed level's is
   (x * p0) xor (y * p1) xor (z * p2). Either way the row of a corner is a
   combination of one term per axis, so the 8 corners of a cell need only
   2 terms per axis.
+
+  Returns:
+    (u32[num_levels, 3] factors, bool[num_levels] True for dense levels).
   """
   resolutions = np.asarray(resolutions, np.int64)
   side = resolutions + 1

@@ -82,12 +82,6 @@ def hash_grid_resolutions(num_levels, base_resolution, max_resolution):
       np.int64)
 
 
-def _corner_offsets():
-  """i32[8, 3], the unit-cube corners in binary order."""
-  return np.array([[(c >> 2) & 1, (c >> 1) & 1, c & 1] for c in range(8)],
-                  np.int32)
-
-
 def hash_grid_indices(corners, resolutions, table_size):
   """Table rows of integer grid vertices, per level.
 
@@ -101,17 +95,10 @@ def hash_grid_indices(corners, resolutions, table_size):
   Returns:
     i32[..., num_levels, num_corners], rows in [0, table_size).
   """
-  resolutions = np.asarray(resolutions, np.int64)
-  side = resolutions + 1
-  dense = (side**3 <= table_size)[:, None]
-  c = corners.astype(jnp.uint32)
-  side_u = jnp.asarray(side, jnp.uint32)[:, None]
-  dense_idx = c[..., 0] + side_u * (c[..., 1] + side_u * c[..., 2])
-  hashed = (c[..., 0] * jnp.uint32(_HASH_PRIMES[0])) ^ (
-      c[..., 1] * jnp.uint32(_HASH_PRIMES[1])) ^ (
-          c[..., 2] * jnp.uint32(_HASH_PRIMES[2]))
-  idx = jnp.where(dense, dense_idx, hashed) % jnp.uint32(table_size)
-  return idx.astype(jnp.int32)
+  multipliers, dense = _axis_multipliers(resolutions, table_size)
+  terms = corners.astype(jnp.uint32) * jnp.asarray(multipliers)[:, None, :]
+  return _combine_rows(terms[..., 0], terms[..., 1], terms[..., 2],
+                       dense[:, None], table_size)
 
 
 def _axis_multipliers(resolutions, table_size):
@@ -131,6 +118,16 @@ def _axis_multipliers(resolutions, table_size):
   positional = np.stack([np.ones_like(side), side, side**2], axis=-1)
   primes = np.broadcast_to(np.array(_HASH_PRIMES, np.int64), positional.shape)
   return np.where(dense, positional, primes).astype(np.uint32), dense[:, 0]
+
+
+def _combine_rows(tx, ty, tz, dense, table_size):
+  """i32 rows from per-axis terms (u32, broadcastable): their sum on dense
+  levels, their xor on hashed ones, modulo `table_size`.
+
+  `dense` is bool[num_levels] shaped to broadcast against the terms.
+  """
+  rows = jnp.where(jnp.asarray(dense), tx + ty + tz, tx ^ ty ^ tz)
+  return (rows % jnp.uint32(table_size)).astype(jnp.int32)
 
 
 def _trilerp(feats, frac):
@@ -227,11 +224,10 @@ def hash_grid_encode(x, tables, resolutions):
   tx = terms[..., 0, :, None, None]
   ty = terms[..., 1, None, :, None]
   tz = terms[..., 2, None, None, :]
-  rows = jnp.where(jnp.asarray(dense)[:, None, None, None], tx + ty + tz,
-                   tx ^ ty ^ tz) % jnp.uint32(table_size)  # [..., L, 2, 2, 2]
+  rows = _combine_rows(tx, ty, tz, dense[:, None, None, None],
+                       table_size)  # [..., L, 2, 2, 2]
   level_offset = np.arange(num_levels, dtype=np.int32) * table_size
-  rows = rows.astype(jnp.int32) + jnp.asarray(level_offset)[:, None, None,
-                                                            None]
+  rows = rows + jnp.asarray(level_offset)[:, None, None, None]
   out = _interpolate(tables.reshape(num_levels * table_size, num_features),
                      rows, frac)  # [..., L, F]
   return out.reshape(x.shape[:-1] + (num_levels * num_features,))

@@ -31,6 +31,20 @@ def compute_alpha_weights(density, tdist):
   return alpha * trans, alpha, trans
 
 
+def swap_background(rgb, acc, old, new):
+  """Color composited on `old` re-composited on `new`.
+
+  Args:
+    rgb: f32[..., 3], color composited over background `old`.
+    acc: f32[...], opacity the color was composited with.
+    old: f32[3] (or broadcastable f32[..., 3]) background of `rgb`.
+    new: f32[3] (or broadcastable f32[..., 3]) background to use instead.
+  Returns:
+    f32[..., 3], the same foreground over `new`.
+  """
+  return rgb + (new - old) * (1.0 - acc[..., None])
+
+
 def composite(rgb, weights, tdist, background):
   """Integrates sample colors into pixel color, depth and opacity.
 

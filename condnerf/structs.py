@@ -54,10 +54,14 @@ class Batch:
     rays: `Rays` with leading shape [num_rays].
     rgb: f32[num_rays, 3], target colors in [0, 1].
     weight: f32[num_rays], per-ray loss weight; 0 marks padding rays.
+    alpha: f32[num_rays], foreground opacity of each target pixel (1 where
+      the images have no alpha channel); `rgb` is already composited on the
+      scene background with it.
   """
   rays: Rays
   rgb: jnp.ndarray
   weight: jnp.ndarray
+  alpha: jnp.ndarray
 
 
 @struct.dataclass

@@ -34,6 +34,7 @@ from condnerf import metrics as metrics_lib
 from condnerf import models
 from condnerf import optim
 from condnerf import parallel
+from condnerf import rendering
 from condnerf import structs
 from condnerf import writers
 from condnerf.data import sampler as sampler_lib
@@ -90,7 +91,9 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
 
 def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
                  code_prior_weight):
-  """`loss_fn(trainable, batch, noise) -> (loss, metrics)` for one device.
+  """`loss_fn(trainable, batch, noise, background=None) -> (loss, metrics)`.
+
+  The loss of one device's share of the batch.
 
   Args:
     model: unbound `models.ConditionalNeRF`.
@@ -99,20 +102,35 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
     code_prior_weight: weight of the L2 code prior.
   Returns:
     The loss function; `trainable` is {'params', 'codes'}, `batch` a
-    `structs.Batch`, `noise` None or f32[num_rays, noise_dim].
+    `structs.Batch`, `noise` None or f32[num_rays, noise_dim], and
+    `background` None (the scene's background) or f32[num_rays, 3]: each
+    ray's target and rendering are both re-composited on this color, using
+    `batch.alpha` and the rendered opacity. A background the model cannot
+    predict leaves it no way to paint it into empty space.
   """
   colored = model.colored_levels()
 
-  def loss_fn(trainable, batch, noise):
+  def loss_fn(trainable, batch, noise, background=None):
     code_vecs = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
     outputs = model.apply({'params': trainable['params']}, batch.rays,
                           code_vecs, noise)
+    scene_bg = jnp.asarray(model.background, jnp.float32)
+
+    def on_background(rgb, acc):
+      if background is None:
+        return rgb
+      return rendering.swap_background(rgb, acc, scene_bg, background)
+
+    def color(output):
+      return on_background(output.rgb, output.acc)
+
+    target = on_background(batch.rgb, batch.alpha)
     final = outputs[-1]
-    mse = losses.photometric(final.rgb, batch.rgb, batch.weight)
+    mse = losses.photometric(color(final), target, batch.weight)
     loss = mse
     for i in colored[:-1]:
       loss += coarse_loss_weight * losses.photometric(
-          outputs[i].rgb, batch.rgb, batch.weight)
+          color(outputs[i]), target, batch.weight)
     proposals = [(o.tdist, o.weights) for i, o in enumerate(outputs)
                  if i not in colored]
     if proposals:
@@ -126,7 +144,8 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
   return loss_fn
 
 
-def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
+def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
+                    random_background=False):
   """Jitted `train_step(state, batch, key, progress=None) -> (state, metrics)`.
 
   The batch is split over the mesh; each device computes gradients of its
@@ -140,6 +159,8 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
     mesh: the data mesh.
     loss_fn: from `make_loss_fn`.
     randomized: jitter the samples (training); False is deterministic.
+    random_background: compare each ray on a uniformly random background
+      color (needs `batch.alpha`; see `make_loss_fn`).
   Returns:
     The jitted step. `progress` is None (the learning rate follows the step
     count) or f32[], the fraction of a wall-clock budget used (see
@@ -148,13 +169,14 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
   """
   noise_dim = model.noise_dim()
 
-  def per_device(state, batch, noise, progress):
+  def per_device(state, batch, noise, background, progress):
     trainable = {'params': state.params, 'codes': state.codes}
     # Mark the replicated weights as per-device values, so each device's
     # gradient stays its own (pmap semantics) until the one explicit pmean;
     # otherwise shard_map's transpose would already psum them.
     local = lax.pcast(trainable, parallel.AXIS, to='varying')
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(local, batch, noise)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(local, batch, noise,
+                                                     background)
     grads, metrics = lax.pmean((grads, metrics), parallel.AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable,
                                           progress=progress)
@@ -167,17 +189,23 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True):
 
   mapped = jax.shard_map(
       per_device, mesh=mesh,
-      in_specs=(P(), P(parallel.AXIS), P(parallel.AXIS), P()),
+      in_specs=(P(), P(parallel.AXIS), P(parallel.AXIS), P(parallel.AXIS),
+                P()),
       out_specs=(P(), P()))
 
   def train_step(state, batch, key, progress=None):
-    noise = None
+    noise = background = None
     if randomized:
       noise = jax.random.uniform(key, (batch.rgb.shape[0], noise_dim))
       noise = lax.with_sharding_constraint(noise, parallel.data_sharding(mesh))
+    if random_background:
+      background = jax.random.uniform(jax.random.fold_in(key, 1),
+                                      batch.rgb.shape)
+      background = lax.with_sharding_constraint(
+          background, parallel.data_sharding(mesh))
     if progress is not None:
       progress = jnp.asarray(progress, jnp.float32)
-    return mapped(state, batch, noise, progress)
+    return mapped(state, batch, noise, background, progress)
 
   return jax.jit(train_step, donate_argnums=0)
 
@@ -265,8 +293,15 @@ def build_experiment(config, scene=None, mesh=None):
   loss_fn = make_loss_fn(model, config.train.coarse_loss_weight,
                          config.train.interlevel_loss_weight,
                          config.codes.prior_weight)
+  if config.train.random_background and scene.train.alphas is None:
+    raise ValueError(
+        'train.random_background needs training images with an alpha '
+        f'channel, and the {config.data.name!r} scene at '
+        f'{config.data.path!r} has none; set '
+        '--config.train.random_background=False.')
   train_step = make_train_step(model, optimizer, mesh, loss_fn,
-                               config.train.randomized)
+                               config.train.randomized,
+                               config.train.random_background)
   return Experiment(config=config, scene=scene, model=model,
                     optimizer=optimizer, mesh=mesh, init_state=init_state,
                     train_step=train_step,

@@ -53,6 +53,19 @@ class RenderingTest(parameterized.TestCase):
     np.testing.assert_allclose(out.depth, [6.0])
     np.testing.assert_allclose(out.acc, [0.0])
 
+  def test_swap_background_equals_compositing_on_the_new_one(self):
+    key1, key2, key3 = jax.random.split(jax.random.key(3), 3)
+    density = jax.random.exponential(key1, (16, 8))
+    tdist = jnp.broadcast_to(jnp.linspace(2.0, 6.0, 9), (16, 9))
+    rgb = jax.random.uniform(key2, (16, 8, 3))
+    new = jax.random.uniform(key3, (16, 3))
+    weights = rendering.compute_alpha_weights(density, tdist)[0]
+    white = rendering.composite(rgb, weights, tdist, jnp.ones(3))
+    expected = rendering.composite(rgb, weights, tdist, new)
+    swapped = rendering.swap_background(white.rgb, white.acc, jnp.ones(3), new)
+    self.assertGreater(float(jnp.abs(expected.rgb - white.rgb).max()), 0.05)
+    np.testing.assert_allclose(swapped, expected.rgb, atol=1e-6)
+
   def test_weights_sum_at_most_one_and_grads_finite(self):
     key1, key2 = jax.random.split(jax.random.key(1))
     density = jax.random.exponential(key1, (64, 32)) * 10

@@ -9,7 +9,7 @@ from condnerf.data import base
 from condnerf.data import procedural
 
 
-def tiny_frames(num, size, seed, num_codes):
+def tiny_frames(num, size, seed, num_codes, background=(1.0, 1.0, 1.0)):
   """Views of the procedural chair, each tinted by its code id."""
   del seed  # The views are fixed; kept for call-site symmetry.
   poses = []
@@ -25,7 +25,8 @@ def tiny_frames(num, size, seed, num_codes):
   ids = (np.arange(num) % num_codes).astype(np.int32)
   tints = np.array([[1.0, 1.0, 1.0], [0.3, 0.6, 1.0], [0.5, 1.0, 0.4]])
   rgb = rgb * tints[ids % len(tints), None, None, :]
-  images = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+  images = rgb * alpha[..., None] + (
+      np.asarray(background) * (1.0 - alpha[..., None]))
   return base.Frames(
       images=[im.astype(np.float32) for im in images],
       alphas=list(alpha), poses=poses, intrinsics=intrinsics,
@@ -34,12 +35,14 @@ def tiny_frames(num, size, seed, num_codes):
       names=[f'frame_{i}' for i in range(num)], near=2.0, far=6.0)
 
 
-def tiny_scene(num_train=4, num_test=2, size=16, num_codes=2, seed=0):
+def tiny_scene(num_train=4, num_test=2, size=16, num_codes=2, seed=0,
+               background=(1.0, 1.0, 1.0)):
   """A few views of the tinted procedural chair around the origin."""
-  test = tiny_frames(num_test, size, seed + 1, num_codes)
+  test = tiny_frames(num_test, size, seed + 1, num_codes, background)
   return base.validate_scene(base.Scene(
-      train=tiny_frames(num_train, size, seed, num_codes), val=test,
-      test=test, num_codes=num_codes, background=np.ones(3, np.float32),
+      train=tiny_frames(num_train, size, seed, num_codes, background),
+      val=test, test=test, num_codes=num_codes,
+      background=np.asarray(background, np.float32),
       scene_bound=1.5, up=np.array([0.0, 0.0, 1.0], np.float32)))
 
 

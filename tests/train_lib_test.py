@@ -1,5 +1,6 @@
 """The data-parallel train step: device-count invariance and single compile."""
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -67,6 +68,49 @@ class TrainStepTest(parameterized.TestCase):
       losses.append(float(metrics['loss']))
     self.assertLess(losses[-1], 0.6 * losses[0])
     self.assertTrue(np.all(np.isfinite(losses)))
+
+  @parameterized.parameters('hierarchical', 'proposal')
+  def test_random_background_loss_equals_loss_on_that_background(self,
+                                                                  sampler):
+    # Training on a white scene with background b must see exactly what
+    # training on the same scene composited on b sees.
+    color = np.array([0.2, 0.7, 0.4], np.float32)
+    config = tiny_config(sampler)
+    config.train.random_background = True
+    mesh = parallel.create_mesh(jax.devices()[:1])
+    white = train_lib.build_experiment(config, scene=scenes.tiny_scene(),
+                                       mesh=mesh)
+    colored = train_lib.build_experiment(
+        config, scene=scenes.tiny_scene(background=color), mesh=mesh)
+    state = white.init_state(jax.random.key(0))
+    trainable = {'params': state.params, 'codes': state.codes}
+    results = []
+    for exp, background in ((white, np.tile(color, (64, 1))),
+                            (colored, None)):
+      batch = sampler_lib.RaySampler(exp.scene.train, 64, seed=0).batch(0)
+      loss_fn = train_lib.make_loss_fn(exp.model, 0.1, 1.0, 0.0)
+      results.append(loss_fn(trainable, batch, None, background)[0])
+    plain = train_lib.make_loss_fn(white.model, 0.1, 1.0, 0.0)(
+        trainable, sampler_lib.RaySampler(white.scene.train, 64,
+                                          seed=0).batch(0), None)[0]
+    self.assertGreater(abs(float(plain) - float(results[1])), 1e-3)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+  def test_random_background_trains_and_needs_alpha(self):
+    config = tiny_config('proposal')
+    config.train.random_background = True
+    scene = scenes.tiny_scene()
+    exp = train_lib.build_experiment(config, scene=scene,
+                                     mesh=scenes.small_mesh())
+    state = exp.init_state(jax.random.key(0))
+    batch = parallel.shard_batch(
+        sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0), exp.mesh)
+    state, metrics = exp.train_step(state, batch, jax.random.key(1))
+    self.assertTrue(np.isfinite(float(metrics['loss'])))
+    no_alpha = dataclasses.replace(
+        scene, train=dataclasses.replace(scene.train, alphas=None))
+    with self.assertRaisesRegex(ValueError, 'random_background=False'):
+      train_lib.build_experiment(config, scene=no_alpha)
 
   def test_batch_not_divisible_by_devices_is_refused(self):
     config = tiny_config()

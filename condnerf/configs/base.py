@@ -95,6 +95,9 @@ def get_config(arg=None):
       coarse_loss_weight=0.1,  # hierarchical: weight of non-final levels.
       interlevel_loss_weight=1.0,  # proposal: weight of the interlevel loss.
       randomized=True,  # jitter samples during training.
+      # Compare each training ray on a random background color (images
+      # with alpha only): empty space cannot fake the background.
+      random_background=False,
       log_every=100,
       checkpoint_every=2000,
       keep_checkpoints=3,

@@ -41,6 +41,10 @@ class RaySampler:
     self._widths = np.array([im.shape[1] for im in frames.images])
     self._rgb = np.concatenate(
         [im.reshape(-1, 3) for im in frames.images]).astype(np.float32)
+    self._alpha = (np.ones((self.num_pixels,), np.float32)
+                   if frames.alphas is None else np.concatenate(
+                       [a.reshape(-1) for a in frames.alphas]).astype(
+                           np.float32))
 
   @property
   def num_pixels(self):
@@ -64,7 +68,8 @@ class RaySampler:
                        local % self._widths[frame]], axis=-1)
     rays = frame_rays(self.frames, frame, pixels.astype(np.float32))
     return structs.Batch(rays=rays, rgb=self._rgb[flat],
-                         weight=np.ones((self.local_size,), np.float32))
+                         weight=np.ones((self.local_size,), np.float32),
+                         alpha=self._alpha[flat])
 
 
 def frame_rays(frames, frame, pixels):

@@ -21,6 +21,7 @@ import numpy as np
 
 from condnerf import metrics as metrics_lib
 from condnerf import parallel
+from condnerf import train_clock
 from condnerf import train_lib
 from condnerf.data import sampler as sampler_lib
 from experiments.configs import lego
@@ -125,7 +126,7 @@ def median_seconds(fn, repeats):
 class Trainer:
   """A state and its compiled train step, stepped one step at a time.
 
-  Keeps a `train_lib.TrainClock` of training time (steps and batch
+  Keeps a `train_clock.TrainClock` of training time (steps and batch
   preparation; compilation happens before): with `train.minutes` set, the
   learning rate decays over that budget, as in `experiments.main`.
   """
@@ -140,8 +141,8 @@ class Trainer:
     self.state = exp.init_state(init_key)
     self.step = 0
     self.metrics = None
-    self.clock = train_lib.TrainClock(exp.config.train.steps,
-                                      exp.config.train.minutes)
+    self.clock = train_clock.TrainClock(exp.config.train.steps,
+                                        exp.config.train.minutes)
     start = time.perf_counter()
     self.compiled = exp.train_step.lower(
         self.state, self._batch(0), self._key(0),

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from condnerf import optim
-from condnerf import train_lib
+from condnerf import train_clock
 
 
 def optax_reference(lr_init, lr_final, total_steps, warmup_steps):
@@ -73,23 +73,23 @@ class ScheduleTest(absltest.TestCase):
 class TrainClockTest(absltest.TestCase):
 
   def test_progress_is_the_larger_share_of_the_budget(self):
-    clock = train_lib.TrainClock(steps=100, minutes=2.0, seconds=30.0)
+    clock = train_clock.TrainClock(steps=100, minutes=2.0, seconds=30.0)
     self.assertAlmostEqual(clock.progress(10), 0.25)  # time binds.
     self.assertAlmostEqual(clock.progress(50), 0.5)  # steps bind.
     self.assertFalse(clock.done(99))
     clock.shared = 120.0
     self.assertEqual(clock.progress(10), 1.0)
     self.assertTrue(clock.done(10))
-    self.assertTrue(train_lib.TrainClock(100, 0.0).done(100))
+    self.assertTrue(train_clock.TrainClock(100, 0.0).done(100))
 
   def test_no_time_budget_means_step_schedule(self):
-    clock = train_lib.TrainClock(steps=100, minutes=0.0)
+    clock = train_clock.TrainClock(steps=100, minutes=0.0)
     self.assertIsNone(clock.progress(10))
     clock.shared = 1e9
     self.assertFalse(clock.done(10))
 
   def test_clock_counts_only_running_spans(self):
-    clock = train_lib.TrainClock(steps=10, minutes=1.0)
+    clock = train_clock.TrainClock(steps=10, minutes=1.0)
     clock.resume()
     clock.pause()
     paused = clock.elapsed()

@@ -14,6 +14,7 @@ import numpy as np
 from condnerf import checkpointing
 from condnerf import eval_lib
 from condnerf import parallel
+from condnerf import train_clock
 from condnerf import train_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
@@ -197,7 +198,7 @@ class LoopTest(absltest.TestCase):
     self.assertBetween(steps, 2, 999)
     self.assertEqual(progress[:2], [0.0, 0.001])  # step counts bind first.
     self.assertEqual(progress, sorted(progress))
-    with open(os.path.join(self.workdir, train_lib.CLOCK_FILE)) as f:
+    with open(os.path.join(self.workdir, train_clock.CLOCK_FILE)) as f:
       record = json.load(f)
     self.assertEqual(record['step'], steps)
     self.assertGreaterEqual(record['seconds'], 6e-3)

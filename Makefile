@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-quick clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q tests
+
+# Unit tests only: no whole runs through the CLI (tests/smoke) or notebooks.
+test-quick: install
+	$(PY) -m pytest -q tests --ignore=tests/smoke --ignore=tests/notebooks_test.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

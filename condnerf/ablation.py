@@ -26,13 +26,15 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from condnerf import errors
 from condnerf import runs
+from condnerf import workdir as workdir_lib
 
 METRICS = ('psnr', 'ssim')
 _SWEEP_FILE = 'sweep.json'
 
 
-class SweepError(ValueError):
+class SweepError(errors.UserError, ValueError):
   """A sweep that cannot run; the message names the entry and the fix."""
 
 
@@ -198,11 +200,7 @@ def claim_workdir(sweep, workdir):
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise SweepError(f'{workdir} is not empty and is not a sweep folder; use '
                      'another --workdir.')
-  os.makedirs(workdir, exist_ok=True)
-  tmp = path + f'.{os.getpid()}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(identity, f, indent=2)
-  os.replace(tmp, path)
+  workdir_lib.write_json(path, identity, sort_keys=False)
 
 
 def prepare_data(base, workdir):
@@ -235,10 +233,7 @@ def run_trial(trial, train_fn):
   try:
     train_fn(trial.config, trial.workdir)
   finally:
-    tmp = timing + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump({'seconds': seconds + time.time() - start}, f)
-    os.replace(tmp, timing)
+    workdir_lib.write_json(timing, {'seconds': seconds + time.time() - start})
 
 
 def collect(trials):
@@ -314,10 +309,9 @@ def _plot(table, path, title):
     ax.tick_params(axis='x', rotation=20)
   fig.suptitle(title)
   fig.tight_layout()
-  tmp = path + '.tmp.png'
-  fig.savefig(tmp, dpi=110)
+  workdir_lib.write_atomic(
+      path, lambda f: fig.savefig(f, format='png', dpi=110), binary=True)
   plt.close(fig)
-  os.replace(tmp, path)
 
 
 def write_results(sweep, trials, workdir):
@@ -328,17 +322,15 @@ def write_results(sweep, trials, workdir):
   """
   rows = collect(trials)
   fields = ['variant', 'seed'] + list(METRICS) + ['seconds', 'num_images']
-  tmp = os.path.join(workdir, 'results.csv.tmp')
-  with open(tmp, 'w', newline='') as f:
+  def write_csv(f):
     writer = csv.DictWriter(f, fields)
     writer.writeheader()
     writer.writerows(rows)
-  os.replace(tmp, os.path.join(workdir, 'results.csv'))
+
+  workdir_lib.write_atomic(os.path.join(workdir, 'results.csv'), write_csv)
   table = summarize(rows, [name for name, _ in sweep.variants])
-  tmp = os.path.join(workdir, 'results.md.tmp')
-  with open(tmp, 'w') as f:
-    f.write(_markdown(sweep, table, len(trials)))
-  os.replace(tmp, os.path.join(workdir, 'results.md'))
+  workdir_lib.write_text(os.path.join(workdir, 'results.md'),
+                         _markdown(sweep, table, len(trials)))
   if table:
     _plot(table, os.path.join(workdir, 'results.png'),
           f'{sweep.name}: test metrics, mean ± std over seeds')

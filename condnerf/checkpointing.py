@@ -1,11 +1,11 @@
-"""Checkpoints of the training state, and the run's `config.json`.
+"""Checkpoints of the training state.
 
 Owns the on-disk layout of a run's checkpoints: one Orbax `CheckpointManager`
 directory with a step folder per save, each holding a single item named
 `state`, the pytree `{'step', 'params', 'codes', 'opt_state'}` written with
 `StandardSave`. Optax states (named tuples) are saved as ordinary pytrees and
 come back with the structure of the abstract tree given to `restore`. This
-module also owns `workdir/config.json`, the resolved config of the run.
+module does not own the run's `config.json` (`workdir`).
 
 It does not own what the state contains (`train_lib.py` builds it), when to
 save (the loop decides; `save_interval_steps` only filters), or which process
@@ -28,9 +28,9 @@ Guarantees:
 """
 
 from collections.abc import Mapping
-import json
+import contextlib
 import os
-import tempfile
+import time
 from typing import Any
 
 from absl import logging
@@ -38,15 +38,18 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from condnerf import errors
+from condnerf import workdir as workdir_lib
+
 _ITEM = 'state'
-CONFIG_FILENAME = 'config.json'
+_READER_RETRIES = 5
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(errors.UserError, ValueError):
   """The checkpoint's tree or array shapes differ from the model's."""
 
 
-class CheckpointCorruptError(RuntimeError):
+class CheckpointCorruptError(errors.UserError, RuntimeError):
   """No requested checkpoint step could be read."""
 
 
@@ -61,8 +64,9 @@ class Checkpointer:
     ckpt.close()
   """
 
-  def __init__(self, directory, max_to_keep=3, save_interval_steps=1):
-    """Opens (creating if needed) a checkpoint directory.
+  def __init__(self, directory, max_to_keep=3, save_interval_steps=1,
+               read_only=False):
+    """Opens a checkpoint directory.
 
     Args:
       directory: path of the folder that holds one sub-folder per step.
@@ -70,25 +74,42 @@ class Checkpointer:
         newer save is finalised. None keeps every step.
       save_interval_steps: `save` without `force` writes only when the step
         is a multiple of this.
+      read_only: open for reading only (eval, render, edit, notebooks): the
+        folder must exist, nothing in it is created, cleaned or deleted, and
+        a training's save in flight (its tmp folder) is left alone. `save`
+        then raises.
     """
     self._directory = os.path.abspath(os.fspath(directory))
+    self._read_only = read_only
     # Unfinalised step folders left by an interrupted save. Orbax never lists
     # them as steps and removes them when the manager is created
     # (`cleanup_tmp_directories`), so note them first to report in `restore`.
-    self._unfinalized_steps = _unfinalized_steps(self._directory)
+    # A reader leaves them alone: they may be a running training's save.
+    self._unfinalized_steps = ([] if read_only else
+                               _unfinalized_steps(self._directory))
     # Steps found unreadable by `restore`; `save` replaces them.
     self._bad_steps = set()
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        save_interval_steps=save_interval_steps,
-        create=True,
-        cleanup_tmp_directories=True,
-    )
-    self._manager = ocp.CheckpointManager(
-        self._directory,
-        options=options,
-        item_handlers={_ITEM: ocp.StandardCheckpointHandler()},
-    )
+    if read_only:
+      if not os.path.isdir(self._directory):
+        raise FileNotFoundError(f'No checkpoint folder {self._directory}.')
+      # Every option that could write is off, so Orbax has nothing to adjust
+      # (it warns for each one it must turn off).
+      options = ocp.CheckpointManagerOptions(
+          read_only=True, max_to_keep=None, save_interval_steps=0,
+          create=False, cleanup_tmp_directories=False)
+    else:
+      options = ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep,
+          save_interval_steps=save_interval_steps,
+          create=True,
+          cleanup_tmp_directories=True,
+      )
+    with _quiet_orbax(read_only):
+      self._manager = ocp.CheckpointManager(
+          self._directory,
+          options=options,
+          item_handlers={_ITEM: ocp.StandardCheckpointHandler()},
+      )
 
   @property
   def directory(self) -> str:
@@ -112,6 +133,8 @@ class Checkpointer:
       True if a save was started; False if the interval skipped it or `step`
       is already saved.
     """
+    if self._read_only:
+      raise RuntimeError(f'{self._directory} was opened read-only.')
     step = int(step)
     self.wait_until_finished()
     if step in self._manager.all_steps():
@@ -127,6 +150,13 @@ class Checkpointer:
         step,
         args=ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)}),
         force=force)
+
+  def delete(self, step):
+    """Deletes checkpoint `step` (a training discarding a suspect save)."""
+    if self._read_only:
+      raise RuntimeError(f'{self._directory} was opened read-only.')
+    self.wait_until_finished()
+    self._manager.delete(int(step))
 
   def latest_step(self) -> int | None:
     """Returns the newest step folder, or None when there is none.
@@ -188,19 +218,27 @@ class Checkpointer:
       _check_matches(metadata, abstract_state, candidate, self._directory)
       return abstract_state
 
-    restored, step_found = self._restore_first_readable(candidates, template)
+    restored, step_found = self._restore_first_readable(
+        candidates, template, latest=step is None)
     if step_found != candidates[0]:
       logging.warning('Restored checkpoint step %d instead of step %d.',
                       step_found, candidates[0])
     return restored, step_found
 
-  def _restore_first_readable(self, candidates, template):
+  def _restore_first_readable(self, candidates, template, latest,
+                              attempt=0):
     """Restores the first candidate step whose files can be read.
+
+    A read-only reader (of a folder a training may be writing) lists the
+    steps again when none could be read, and tries the new list.
 
     Args:
       candidates: steps to try, in order.
       template: `(metadata, step) -> abstract tree` to restore into; it may
         raise CheckpointMismatchError, which is not caught.
+      latest: the candidates are every saved step (newest first), not one
+        step asked for; listing again may find others.
+      attempt: how many times the steps were listed again.
     Returns:
       (restored state, step).
     Raises:
@@ -225,6 +263,15 @@ class Checkpointer:
         failures.append(self._report_bad(candidate, e))
         continue
       return restored[_ITEM], candidate
+    if self._read_only and attempt < _READER_RETRIES:
+      # A running training may have finished one step and retired the
+      # others while we read; look again.
+      time.sleep(0.2 * (attempt + 1))
+      self._manager.reload()
+      newer = self.all_steps()[::-1] if latest else list(candidates)
+      if newer:
+        return self._restore_first_readable(newer, template, latest,
+                                            attempt + 1)
     raise CheckpointCorruptError(
         f'No readable checkpoint among steps {candidates} in '
         f'{self._directory}:\n' + '\n'.join(failures))
@@ -261,7 +308,8 @@ class Checkpointer:
               _abstract_from_metadata(value)
               for key, value in metadata.items()}
 
-    restored, step = self._restore_first_readable(candidates, template)
+    restored, step = self._restore_first_readable(candidates, template,
+                                                  latest=True)
     return restored[name], step
 
   def wait_until_finished(self):
@@ -309,6 +357,20 @@ class Checkpointer:
         'Checkpoint for step %d in %s is corrupt or incomplete and is '
         'skipped: %s', step, self._directory, summary)
     return summary
+
+
+@contextlib.contextmanager
+def _quiet_orbax(quiet):
+  """Silences Orbax's warning that a manager is read-only (it is intended)."""
+  if not quiet:
+    yield
+    return
+  level = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(level)
 
 
 def _abstract_from_metadata(tree):
@@ -401,61 +463,4 @@ def _check_matches(metadata, abstract_state, step, directory):
       f'{_describe(saved.get(path))}, model expects '
       f'{_describe(wanted.get(path))}. This workdir belongs to a different '
       'model configuration. Use a new --workdir, or run with the config that '
-      f'wrote it (see {CONFIG_FILENAME} in the workdir).')
-
-
-def _json_default(value):
-  """Converts numpy values (and tuples inside them) for `json.dump`."""
-  if isinstance(value, np.generic):
-    return value.item()
-  if isinstance(value, np.ndarray):
-    return value.tolist()
-  raise TypeError(f'{type(value).__name__} is not JSON serialisable: '
-                  f'{value!r}')
-
-
-def save_config_json(workdir, config_dict) -> str:
-  """Atomically writes the resolved config to `workdir/config.json`.
-
-  The text goes to a temporary file in `workdir` that is then renamed over
-  the target, so readers never see a partial file. Safe to call from every
-  process (each writes identical text through its own temporary file), though
-  the runner normally calls it on process 0 only.
-
-  Args:
-    workdir: run directory; created if missing.
-    config_dict: nested mapping of JSON-compatible values, or an object with
-      a `to_dict()` method (an `ml_collections.ConfigDict`).
-
-  Returns:
-    The path written.
-  """
-  if hasattr(config_dict, 'to_dict'):
-    config_dict = config_dict.to_dict()
-  text = json.dumps(config_dict, indent=2, sort_keys=True,
-                    default=_json_default) + '\n'
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, CONFIG_FILENAME)
-  fd, tmp_path = tempfile.mkstemp(prefix='.config.', suffix='.tmp',
-                                  dir=workdir)
-  try:
-    with os.fdopen(fd, 'w') as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
-  return path
-
-
-def load_config_json(workdir) -> dict | None:
-  """Returns the dict in `workdir/config.json`, or None if there is none."""
-  path = os.path.join(workdir, CONFIG_FILENAME)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
+      f'wrote it (see {workdir_lib.CONFIG_FILE} in the workdir).')

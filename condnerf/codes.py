@@ -15,6 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from condnerf import errors
+from condnerf import workdir as workdir_lib
+
 
 def init_codes(key, num_codes, code_dim, scale=0.01):
   """A fresh code table, small Gaussian entries.
@@ -79,11 +82,8 @@ def mean_code(codes):
   return jnp.mean(codes['appearance'], axis=0)
 
 
-class CodeBankError(KeyError):
+class CodeBankError(errors.UserError, KeyError):
   """A code name is missing from a bank, or the bank file is unreadable."""
-
-  def __str__(self):
-    return str(self.args[0])
 
 
 def save_bank(path, named_codes):
@@ -99,10 +99,7 @@ def save_bank(path, named_codes):
     if code.ndim != 1:
       raise ValueError(f'Code {name!r} must be a vector, got {code.shape}.')
     bank[str(name)] = code
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f'{path}.tmp.npz'
-  np.savez(tmp, **bank)
-  os.replace(tmp, path)
+  workdir_lib.write_atomic(path, lambda f: np.savez(f, **bank), binary=True)
 
 
 def load_bank(path):

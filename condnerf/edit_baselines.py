@@ -102,7 +102,7 @@ def run_edit(experiment, state, batch, method='code', steps=200,
   """Runs one edit method on a scribble batch.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState` (never modified).
     batch: `editing.EditBatch` (code_ids are ignored: one code is edited).
     method: one of METHODS.
@@ -195,7 +195,7 @@ def score_edit(experiment, state, result, batch, frames, views,
   """How well an edit hit its scribbles and what else it changed.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: the trained `TrainState` the edit started from.
     result: `EditResult`.
     batch: the `editing.EditBatch` the edit was fitted to.

@@ -18,10 +18,7 @@ The training checkpoint is only read, never written. Outputs are written
 to a temporary folder and moved into place when complete.
 """
 
-import json
 import os
-import shutil
-import tempfile
 
 import jax
 import numpy as np
@@ -29,9 +26,10 @@ import numpy as np
 from condnerf import codes as codes_lib
 from condnerf import edit_baselines
 from condnerf import editing
-from condnerf import eval_lib
+from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import metrics as metrics_lib
+from condnerf import workdir as workdir_lib
 from condnerf.evaluators import edit_benchmark
 
 OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw',
@@ -40,14 +38,31 @@ OPERATIONS = ('recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw',
 
 def parse_pixels(text):
   """'r,c;r,c' -> i32[n, 2]; raises EditError on malformed text."""
+  pixels = []
+  for item in text.split(';'):
+    if not item.strip():
+      continue
+    values = item.split(',')
+    try:
+      pixel = [int(v) for v in values]
+    except ValueError:
+      pixel = []
+    if len(pixel) != 2:
+      raise editing.EditError(
+          f'Cannot parse edit.pixels={text!r}: {item.strip()!r} is not one '
+          '"row,col" pair; use "row,col;row,col;...".')
+    pixels.append(pixel)
+  return np.asarray(pixels, np.int32).reshape(-1, 2)
+
+
+def parse_views(views):
+  """`edit.views` as a list of ints; raises EditError for anything else."""
   try:
-    pixels = [[int(v) for v in item.split(',')] for item in text.split(';')
-              if item.strip()]
-    array = np.asarray(pixels, np.int32).reshape(-1, 2)
-  except ValueError as e:
+    return [int(v) for v in views]
+  except (TypeError, ValueError) as e:
     raise editing.EditError(
-        f'Cannot parse pixels {text!r}; use "row,col;row,col;...".') from e
-  return array
+        f'edit.views={tuple(views)!r} must be view indices, e.g. '
+        '--config.edit.views="(0,3)".') from e
 
 
 def load_mask(path, frames, view):
@@ -58,7 +73,12 @@ def load_mask(path, frames, view):
   """
   if not os.path.exists(path):
     raise editing.EditError(f'Mask file {path} does not exist.')
-  mask = images.load_png(path)
+  try:
+    mask = images.load_png(path)
+  except (OSError, ValueError) as e:
+    raise editing.EditError(
+        f'Mask file {path} is not an image Pillow can read ({e}); save the '
+        'mask as a PNG, white where the scribble is.') from e
   mask = mask[..., :3].max(-1) if mask.ndim == 3 else mask
   height, width = frames.images[view].shape[:2]
   if mask.shape != (height, width):
@@ -70,7 +90,7 @@ def load_mask(path, frames, view):
 
 def _scribbles(ec, frames, state, experiment):
   """The recolor batch: scribbles (and keep pixels) of views[0]."""
-  view = int(ec.views[0])
+  view = parse_views(ec.views)[0]
   editing.view_rays(frames, view)  # validates the index.
   if ec.mask:
     pixels = load_mask(ec.mask, frames, view)
@@ -91,43 +111,39 @@ def _scribbles(ec, frames, state, experiment):
 
 
 def run(config, workdir):
-  """Runs `config.edit.operation`; returns the path of its output folder."""
+  """Runs `config.edit.operation`; returns the path of its output folder.
+
+  Every input is checked before anything is written; the output folder
+  `<workdir>/edit/<edit.name>/` is replaced only once the new one is
+  complete, and the training checkpoint is opened read-only.
+  """
   ec = config.edit
+  out_dir = workdir_lib.child(workdir_lib.edit_dir(workdir), ec.name,
+                              'edit.name')
   if ec.operation not in OPERATIONS:
     raise editing.EditError(f'Unknown edit.operation {ec.operation!r}; '
                             f'choose one of {list(OPERATIONS)}.')
   if ec.method not in edit_baselines.METHODS:
     raise editing.EditError(f'Unknown edit.method {ec.method!r}; choose one '
                             f'of {list(edit_baselines.METHODS)}.')
-  if ec.split not in ('train', 'val', 'test'):
-    raise editing.EditError(f"Unknown edit.split {ec.split!r}; choose "
-                            "'train', 'val' or 'test'.")
-  bank = ec.bank or os.path.join(workdir, 'edit', 'codes.npz')
+  if ec.split not in experiment_lib.SPLITS:
+    raise editing.EditError(f'Unknown edit.split {ec.split!r}; choose one '
+                            f'of {list(experiment_lib.SPLITS)}.')
+  parse_views(ec.views)
+  bank = ec.bank or workdir_lib.bank_path(workdir)
   editing.parse_color(ec.color)  # fail on a bad color before loading.
-  exp, state = eval_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir)
   table = np.asarray(jax.device_get(state.codes['appearance']))
   if table.size == 0:
     raise editing.EditError(f'The checkpoint in {workdir} has no codes.')
   frames = getattr(exp.scene, ec.split)
-  out_dir = os.path.join(workdir, 'edit', ec.name)
-  is_main = jax.process_index() == 0
-  tmp = None
-  if is_main:
-    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{ec.name}.',
-                           dir=os.path.dirname(out_dir))
-  try:
+  if jax.process_index() != 0:  # only process 0 writes.
+    _OPERATIONS[ec.operation](exp, state, ec, frames, table, bank, None)
+    return out_dir
+  with workdir_lib.staged_dir(out_dir) as tmp:
     report = _OPERATIONS[ec.operation](exp, state, ec, frames, table, bank,
                                        tmp)
-    if is_main:
-      with open(os.path.join(tmp, 'report.json'), 'w') as f:
-        json.dump(report, f, indent=2)
-      if os.path.exists(out_dir):
-        shutil.rmtree(out_dir)
-      os.replace(tmp, out_dir)
-  finally:
-    if tmp and os.path.exists(tmp):
-      shutil.rmtree(tmp)
+    workdir_lib.write_json(os.path.join(tmp, 'report.json'), report)
   return out_dir
 
 
@@ -208,7 +224,7 @@ def _interpolate(exp, state, ec, frames, table, bank, out):
 
 def _fit(exp, state, ec, frames, table, bank, out):
   del table
-  views = [int(v) for v in ec.views]
+  views = parse_views(ec.views)
   for v in views:
     editing.view_rays(frames, v)
   fitted, info = editing.fit(exp, state, frames, views, steps=ec.steps,

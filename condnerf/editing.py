@@ -30,13 +30,14 @@ import numpy as np
 import optax
 
 from condnerf import codes as codes_lib
+from condnerf import errors
 from condnerf import inference
 from condnerf import losses
 from condnerf import parallel
 from condnerf.data import sampler as sampler_lib
 
 
-class EditError(ValueError):
+class EditError(errors.UserError, ValueError):
   """Bad edit input; the message names the problem and the fix."""
 
 
@@ -196,7 +197,7 @@ def cache_geometry(experiment, params, batch):
   """Pads an edit batch to the mesh, places it and computes its geometry.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     params: frozen field parameters (replicated).
     batch: `EditBatch` of numpy arrays.
   Returns:
@@ -283,7 +284,7 @@ def run_optimizer(experiment, loss_fn, trainable, frozen, placed, level,
   """Compiles and runs `steps` Adam steps of an edit loss.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     loss_fn: see `make_step`.
     trainable: pytree being optimized.
     frozen: pytree read but not optimized.
@@ -327,7 +328,7 @@ def optimize_codes(experiment, params, batch, init_table, steps=200,
   """Fits a code table to an edit batch with the field frozen.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     params: frozen field parameters (replicated).
     batch: `EditBatch` whose `rays.code_ids` index `init_table`.
     init_table: f32[num_codes, code_dim] starting codes.
@@ -349,7 +350,7 @@ def recolor(experiment, state, batch, init_code=None, steps=200,
   """Finds one appearance code that makes scribbled pixels match targets.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState` (params frozen, codes read).
     batch: `EditBatch` from `scribble_batch` (code_ids all 0).
     init_code: f32[code_dim] start (default: the mean code).
@@ -386,7 +387,7 @@ def fit(experiment, state, frames, views, masks=None, images=None,
   """Inverts images: one fresh code per view, all fitted in one computation.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     frames: `data.base.Frames` holding the images and poses.
     views: list of view indices to fit.
@@ -430,7 +431,7 @@ def render_with_code(experiment, state, rays, code, render_step=None,
   """Renders rays [H, W] (or [N]) with one given code vector.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: `TrainState` (its params unless `params` is given).
     rays: `structs.Rays` of numpy arrays; their code_ids are ignored.
     code: f32[code_dim].
@@ -463,7 +464,7 @@ def render_codes(experiment, state, rays, table, params=None, chunk=None):
   bank, an interpolation sweep or a batch of edits.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: `TrainState` (its params unless `params` is given).
     rays: `structs.Rays` of numpy arrays, leading shape [H, W] or [N]; their
       code_ids are ignored.

@@ -1,8 +1,8 @@
-"""Entry points that use a trained run: load it, evaluate it, render paths.
+"""The `eval` and `render` modes of the runner, and camera paths.
 
-Owns `load_trained(config, workdir)` — the one way train, eval, edit and
-notebooks get an `Experiment` plus its latest good state — and the `eval`
-and `render` modes of the runner.
+Owns `evaluate` (metrics and PNGs of a split), `render_path` (an orbit with
+one code) and the orbit helpers shared with the gallery. Loading a trained
+run is `experiment.load_trained`.
 """
 
 import os
@@ -12,47 +12,12 @@ import numpy as np
 import tqdm
 
 from condnerf import cameras
-from condnerf import checkpointing
+from condnerf import errors
+from condnerf import experiment as experiment_lib
 from condnerf import images
-from condnerf import train_lib
 from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 from condnerf.evaluators import image_metrics
-
-
-class NoCheckpointError(FileNotFoundError):
-  """The workdir has no checkpoint to evaluate or edit."""
-
-
-def load_trained(config, workdir, experiment=None):
-  """Builds the experiment of `config` and restores its latest checkpoint.
-
-  Args:
-    config: the ConfigDict the run was trained with.
-    workdir: the run's folder.
-    experiment: a prebuilt `train_lib.Experiment` (optional).
-  Returns:
-    (experiment, state).
-  Raises:
-    NoCheckpointError: nothing to restore.
-    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
-  """
-  exp = train_lib.build_experiment(config) if experiment is None else experiment
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(ckpt_dir):  # do not create folders in a wrong path.
-    raise NoCheckpointError(
-        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
-        'same --workdir.')
-  ckpt = checkpointing.Checkpointer(ckpt_dir)
-  try:
-    restored, _ = ckpt.restore(exp.abstract_state().as_dict())
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise NoCheckpointError(
-        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
-        'same --workdir.')
-  return exp, train_lib.TrainState(**restored)
 
 
 def evaluate(config, workdir):
@@ -63,9 +28,9 @@ def evaluate(config, workdir):
   """
   share = base.Share(jax.process_index(), jax.process_count(),
                      config.eval.max_images)
-  scene = train_lib.load_scene(config.data, share=share)
-  exp, state = load_trained(config, workdir,
-                            train_lib.build_experiment(config, scene))
+  scene = experiment_lib.load_scene(config.data, share=share)
+  exp, state = experiment_lib.load_trained(
+      config, workdir, experiment_lib.build_experiment(config, scene))
   evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
                                       max_images=config.eval.max_images,
                                       save_images=config.eval.save_images)
@@ -105,11 +70,12 @@ def render_path(config, workdir):
   Returns:
     The path of the GIF.
   """
-  exp, state = load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir)
   rc = config.render
   if rc.code >= exp.scene.num_codes or rc.code < -1:
-    raise ValueError(f'render.code={rc.code} is outside the code table '
-                     f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
+    raise errors.ConfigError(
+        f'render.code={rc.code} is outside the code table '
+        f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
   out_dir = os.path.join(workdir, 'render')
   is_main = jax.process_index() == 0
   if is_main:

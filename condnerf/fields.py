@@ -19,6 +19,8 @@ import jax.numpy as jnp
 
 from condnerf import encoding
 
+ENCODINGS = ('posenc', 'hashgrid')
+CONDITIONINGS = ('concat', 'film', 'none')
 DENSITY_ACTIVATIONS = {
     'softplus': jax.nn.softplus,
     'relu': jax.nn.relu,

@@ -63,7 +63,7 @@ def interpolation_strip(experiment, state, rays, code_a, code_b, num=5,
   """One view rendered under `num` blends of two codes, t = 0 .. 1.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     rays: `structs.Rays` [H, W] of the view (`editing.view_rays`).
     code_a, code_b: f32[code_dim], the ends of the sweep.
@@ -83,7 +83,7 @@ def code_grid(experiment, state, frames, views, codes, code_names=None,
   """Renders every view under every code: rows are views, columns codes.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     frames: `data.base.Frames` the views index.
     views: list of view indices (rows).
@@ -120,7 +120,7 @@ def orbit(experiment, state, code, num_frames=None, radius=None,
   """Renders a circular camera path around the scene under one code.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     code: f32[code_dim].
     num_frames, radius, elevation: the path (default: `config.render`);
@@ -146,7 +146,7 @@ def edit_sheet(experiment, state, results, frames, views, scale=1):
   every edit starts); then one column per edit.
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     results: dict name -> `edit_baselines.EditResult`.
     frames: `data.base.Frames` the views index.
@@ -175,7 +175,7 @@ def geometry_sheet(experiment, state, result, frames, view, scale=1):
   `images.difference_image`).
 
   Args:
-    experiment: `train_lib.Experiment`.
+    experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
     result: `edit_baselines.EditResult`.
     frames: `data.base.Frames`.

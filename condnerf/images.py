@@ -14,12 +14,13 @@ writing to TensorBoard (`writers.py`).
 
 import io
 import os
-import tempfile
 
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
+
+from condnerf import workdir as workdir_lib
 
 # Polynomial fit of matplotlib's viridis colormap, c[k] the coefficient of
 # t**k for (r, g, b); it stays within 0.02 of the published colors.
@@ -55,23 +56,6 @@ def _pil_image(image):
   return Image.fromarray(_to_uint8(image))
 
 
-def _atomic_save(path, save_fn):
-  """Calls `save_fn(file)` on a temporary file, then renames it to `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(
-      prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      save_fn(f)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
-
-
 def save_png(path, image):
   """Writes an image to a PNG file, atomically; parent folders are created.
 
@@ -81,7 +65,8 @@ def save_png(path, image):
       clipped, and quantised to 8 bits.
   """
   data = encode_png(image)
-  _atomic_save(path, lambda f: f.write(data))
+  workdir_lib.write_atomic(os.fspath(path), lambda f: f.write(data),
+                           binary=True)
 
 
 def encode_png(image):
@@ -253,7 +238,8 @@ def save_gif(path, frames, fps=10):
       the rate is rounded accordingly.
   """
   data = encode_gif(frames, fps)
-  _atomic_save(path, lambda f: f.write(data))
+  workdir_lib.write_atomic(os.fspath(path), lambda f: f.write(data),
+                           binary=True)
 
 
 def encode_gif(frames, fps=10):

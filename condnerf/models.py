@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from condnerf import errors
 from condnerf import fields
 from condnerf import rendering
 from condnerf import sampling
@@ -46,7 +47,7 @@ class ConditionalNeRF(nn.Module):
   head: Any = None  # dict of `fields.ColorHead` args.
 
   def setup(self):
-    if self.sampler not in ('hierarchical', 'proposal'):
+    if self.sampler not in SAMPLERS:
       raise ValueError(f'Unknown sampler {self.sampler!r}; choose '
                        "'hierarchical' or 'proposal'.")
     num_levels = len(self.num_samples)
@@ -173,6 +174,38 @@ MODELS = {'conditional_nerf': ConditionalNeRF}
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
+SAMPLERS = ('hierarchical', 'proposal')
+
+
+def check_choices(cfg):
+  """Raises ConfigError for a name no module knows, naming the setting.
+
+  Linen modules only see their fields when traced, where a bad name would
+  surface under a JAX note; this checks them when the model is built.
+
+  Args:
+    cfg: the `config.model` section as a dict.
+  """
+  choices = [
+      ('model.sampler', cfg['sampler'], SAMPLERS),
+      ('model.dtype', cfg['dtype'], tuple(_DTYPES)),
+      ('model.head.conditioning', cfg['head']['conditioning'],
+       fields.CONDITIONINGS),
+  ]
+  for section in ('field', 'proposal_field'):
+    choices += [
+        (f'model.{section}.encoding', cfg[section]['encoding'],
+         fields.ENCODINGS),
+        (f'model.{section}.density_activation',
+         cfg[section]['density_activation'],
+         tuple(fields.DENSITY_ACTIVATIONS)),
+    ]
+  for name, value, valid in choices:
+    if value not in valid:
+      raise errors.ConfigError(f'Unknown {name} {value!r}; choose one of '
+                               f'{list(valid)}.')
+
+
 def build_model(model_name, model_cfg, background):
   """Builds a model from its config section.
 
@@ -183,16 +216,15 @@ def build_model(model_name, model_cfg, background):
   Returns:
     An unbound linen module.
   Raises:
-    ValueError: for an unknown model name or compute dtype.
+    errors.ConfigError: for an unknown model name, sampler, encoding,
+      conditioning, density activation or compute dtype.
   """
   if model_name not in MODELS:
-    raise ValueError(f'Unknown model_name {model_name!r}; valid names: '
-                     f'{sorted(MODELS)}.')
+    raise errors.ConfigError(f'Unknown model_name {model_name!r}; valid '
+                             f'names: {sorted(MODELS)}.')
   cfg = (model_cfg.to_dict() if isinstance(model_cfg, ml_collections.ConfigDict)
          else dict(model_cfg))
-  if cfg['dtype'] not in _DTYPES:
-    raise ValueError(f"Unknown model.dtype {cfg['dtype']!r}; valid: "
-                     f'{sorted(_DTYPES)}.')
+  check_choices(cfg)
   dtype = _DTYPES[cfg['dtype']]
   field = dict(cfg['field'], dtype=dtype)
   proposal_field = dict(cfg['proposal_field'], dtype=dtype)

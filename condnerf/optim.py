@@ -8,11 +8,14 @@ transfer from another run. Config stops here: the builder reads plain
 numbers.
 """
 
+import math
 import re
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from condnerf import errors
 
 
 def make_schedule(lr_init, lr_final, total_steps, warmup_steps=0):
@@ -92,7 +95,15 @@ def make_labels(freeze=()):
   Returns:
     A function of the trainable tree {'params', 'codes'} returning labels.
   """
-  patterns = [re.compile(p) for p in freeze]
+  patterns = []
+  for pattern in freeze:
+    try:
+      patterns.append(re.compile(pattern))
+    except re.error as e:
+      raise errors.ConfigError(
+          f'train.freeze pattern {pattern!r} is not a regular expression '
+          f'({e}); give comma-separated regexes of parameter paths, e.g. '
+          "'^fields_'.") from e
 
   def labels(tree):
     field = jax.tree_util.tree_map_with_path(
@@ -103,6 +114,21 @@ def make_labels(freeze=()):
             'codes': jax.tree.map(lambda _: 'codes', tree['codes'])}
 
   return labels
+
+
+LEARNING_RATES = ('lr_init', 'lr_final', 'codes_lr_init', 'codes_lr_final')
+
+
+def check_learning_rates(optim_cfg):
+  """Raises ConfigError unless every learning rate is finite and positive."""
+  for name in LEARNING_RATES:
+    value = optim_cfg[name]
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and
+            value > 0):
+      raise errors.ConfigError(
+          f'optim.{name}={value!r} must be a positive number (the rates '
+          'decay log-linearly from *_init to *_final); e.g. '
+          f'--config.optim.{name}=1e-3.')
 
 
 def make_optimizer(optim_cfg, total_steps, freeze=()):
@@ -120,6 +146,7 @@ def make_optimizer(optim_cfg, total_steps, freeze=()):
     `make_schedule`).
   """
   c = optim_cfg
+  check_learning_rates(c)
   field = _adam_chain(
       make_schedule(c.lr_init, c.lr_final, total_steps, c.warmup_steps),
       c.clip_grad_norm, c.b1, c.b2, c.eps)

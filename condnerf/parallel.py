@@ -11,6 +11,8 @@ sharding differs from its in_specs.
 
 import os
 import socket
+import sys
+import threading
 import time
 
 import jax
@@ -19,6 +21,8 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 import numpy as np
+
+from condnerf import errors
 
 AXIS = 'data'
 
@@ -168,9 +172,11 @@ def initialize_distributed(coordinator=None, num_processes=None,
   Returns:
     True when the runtime was started.
   Raises:
-    ValueError: a coordinator without the process count or id.
-    ConnectionError: the coordinator could not be reached in time (the
-      message names the address).
+    errors.StartupError: a coordinator without the process count or id, a
+      process id outside [0, num_processes), or a coordinator that could
+      not be reached in time (the message names the address). When the
+      other processes do not all connect within `init_timeout`, the process
+      prints why and exits with code 2 (the runtime would abort natively).
   """
   coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS')
   if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
@@ -180,32 +186,61 @@ def initialize_distributed(coordinator=None, num_processes=None,
   if not coordinator and not auto:
     return False
   if coordinator and (num_processes is None or process_id is None):
-    raise ValueError(
+    raise errors.StartupError(
         f'Coordinator {coordinator} given without the process count or id; '
         'pass --num_processes and --process_id (or set JAX_NUM_PROCESSES and '
         'JAX_PROCESS_ID).')
+  if coordinator and not (num_processes >= 1 and
+                          0 <= process_id < num_processes):
+    raise errors.StartupError(
+        f'--process_id={process_id} is outside [0, {num_processes}) for '
+        f'--num_processes={num_processes}; number the processes 0 to '
+        f'{num_processes - 1}.')
   if coordinator and process_id:
     # The runtime aborts the process (no Python error) when the coordinator
     # never answers; probe it first to fail with a message instead.
     wait_for_coordinator(coordinator, init_timeout)
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(
-      coordinator, num_processes, process_id,
-      initialization_timeout=init_timeout,
-      heartbeat_timeout_seconds=heartbeat_timeout)
+  # The runtime also aborts natively when the other processes never arrive;
+  # a watchdog exits first, with a message.
+  watchdog = threading.Timer(init_timeout, _startup_timed_out,
+                             (coordinator, num_processes, init_timeout))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    jax.distributed.initialize(
+        coordinator, num_processes, process_id,
+        initialization_timeout=init_timeout + _ABORT_MARGIN_S,
+        heartbeat_timeout_seconds=heartbeat_timeout)
+  finally:
+    watchdog.cancel()
   return True
+
+
+_ABORT_MARGIN_S = 30  # the runtime's own timeout, after the watchdog's.
+
+
+def _startup_timed_out(coordinator, num_processes, timeout):
+  """Runs on the watchdog thread: the processes did not all connect."""
+  print(f'error: not all {num_processes or "expected"} processes connected '
+        f'to the coordinator {coordinator or "(auto-detected)"} within '
+        f'{timeout} s; start the same command on every process (ids 0 to '
+        f'{(num_processes or 1) - 1}) or raise --init_timeout.',
+        file=sys.stderr, flush=True)
+  os._exit(2)  # pylint: disable=protected-access
 
 
 def wait_for_coordinator(address, timeout):
   """Returns once HOST:PORT accepts connections; raises after `timeout` s.
 
   Raises:
-    ValueError: `address` is not HOST:PORT.
-    ConnectionError: nothing listened there in time (names the address).
+    errors.StartupError: `address` is not HOST:PORT, or nothing listened
+      there in time (names the address).
   """
   host, _, port = address.rpartition(':')
   if not host or not port.isdigit():
-    raise ValueError(f'Coordinator address {address!r} must be HOST:PORT.')
+    raise errors.StartupError(
+        f'Coordinator address {address!r} must be HOST:PORT.')
   deadline = time.monotonic() + timeout
   while True:
     try:
@@ -213,7 +248,7 @@ def wait_for_coordinator(address, timeout):
         return
     except OSError as e:
       if time.monotonic() > deadline:
-        raise ConnectionError(
+        raise errors.StartupError(
             f'Coordinator {address} did not answer within {timeout} s ({e}); '
             'start process 0 first and check that HOST:PORT is reachable '
             'from this host (or raise --init_timeout).') from e
@@ -239,9 +274,9 @@ def pad_to_multiple(tree, multiple):
 
 
 def check_divisible(batch_size, mesh, what='batch_size'):
-  """Raises ValueError unless `batch_size` splits evenly over the mesh."""
+  """Raises ConfigError unless `batch_size` splits evenly over the mesh."""
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(
+    raise errors.ConfigError(
         f'{what}={batch_size} must be divisible by the {n} devices of the '
         f'mesh; use a multiple of {n}.')

@@ -27,9 +27,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from condnerf import checkpointing
-from condnerf import eval_lib
+from condnerf import experiment as experiment_lib
 from condnerf import train_lib
+from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.configs import demo as demo_config
 from condnerf.data import procedural
@@ -92,7 +92,7 @@ class Run:
 
   Attributes:
     workdir: the run's folder (checkpoints/, eval/, edit/codes.npz).
-    experiment: `train_lib.Experiment` built from the run's config.
+    experiment: `experiment_lib.Experiment` built from the run's config.
     state: the restored `train_lib.TrainState`.
     note: one line saying where the run came from.
     metrics: the final evaluation when the run was trained here (see
@@ -115,7 +115,7 @@ class Run:
   @property
   def bank(self):
     """The run's code bank file, `<workdir>/edit/codes.npz`."""
-    return os.path.join(self.workdir, 'edit', 'codes.npz')
+    return workdir_lib.bank_path(self.workdir)
 
   @property
   def step(self):
@@ -149,10 +149,10 @@ def load_config(workdir):
   Raises:
     FileNotFoundError: the run has no config.json.
   """
-  recorded = checkpointing.load_config_json(workdir)
+  recorded = workdir_lib.load_config_json(workdir)
   if recorded is None:
     raise FileNotFoundError(
-        f'No {checkpointing.CONFIG_FILENAME} in {workdir}; is it a run '
+        f'No {workdir_lib.CONFIG_FILE} in {workdir}; is it a run '
         'folder (made by train_and_evaluate / experiments.main)?')
   config = base.get_config()
   _overlay(config, recorded)
@@ -201,12 +201,12 @@ def load_run(workdir, config=None):
   Returns:
     `Run`.
   Raises:
-    eval_lib.NoCheckpointError: the run has no checkpoint.
+    experiment_lib.NoCheckpointError: the run has no checkpoint.
   """
   if config is None:
     config = load_config(workdir)
     config.data.path = resolve_data_path(config.data.path, workdir)
-  exp, state = eval_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir)
   run = Run(workdir, exp, state)
   run.note = f'Loaded {workdir} at step {run.step}.'
   return run
@@ -220,9 +220,9 @@ def train_run(config, workdir, note=''):
   Returns:
     `Run` whose `experiment` is the one that trained (nothing recompiles).
   """
-  exp = train_lib.build_experiment(config)
+  exp = experiment_lib.build_experiment(config)
   metrics = train_lib.train_and_evaluate(config, workdir, exp)
-  _, state = eval_lib.load_trained(config, workdir, exp)
+  _, state = experiment_lib.load_trained(config, workdir, exp)
   return Run(workdir, exp, state, note=note or f'Trained {workdir}.',
              metrics=metrics)
 
@@ -245,7 +245,7 @@ def train_demo(workdir, arg='small'):
 
 def has_checkpoint(workdir):
   """True when `<workdir>/checkpoints` holds at least one step."""
-  ckpt_dir = os.path.join(workdir, 'checkpoints')
+  ckpt_dir = workdir_lib.checkpoint_dir(workdir)
   return os.path.isdir(ckpt_dir) and any(
       name.isdigit() for name in os.listdir(ckpt_dir))
 

@@ -15,6 +15,8 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from condnerf import workdir as workdir_lib
+
 
 class TrainClock:
   """Training time against the `train.minutes` budget.
@@ -98,7 +100,5 @@ def read_clock(workdir, step):
 
 def write_clock(workdir, step, seconds):
   """Records `seconds` of training at `step` (atomically) in the workdir."""
-  path = os.path.join(workdir, CLOCK_FILE)
-  with open(path + '.tmp', 'w', encoding='utf-8') as f:
-    json.dump({'step': int(step), 'seconds': float(seconds)}, f)
-  os.replace(path + '.tmp', path)
+  workdir_lib.write_json(os.path.join(workdir, CLOCK_FILE),
+                         {'step': int(step), 'seconds': float(seconds)})

@@ -1,17 +1,18 @@
 """Training: state, the data-parallel step, and the train-and-evaluate loop.
 
-Owns `TrainState`, `build_experiment` (the one place a config becomes a
-model, optimizer, mesh and jitted steps — used by train, eval, edit and the
-notebooks), `make_train_step` and `train_and_evaluate`. The step is a
-per-device function mapped with `jax.shard_map` over the ('data',) mesh and
-reduced with one `lax.pmean`, wrapped in `jax.jit`.
+Owns `TrainState`, `make_loss_fn`, `make_train_step` and
+`train_and_evaluate`. The step is a per-device function mapped with
+`jax.shard_map` over the ('data',) mesh and reduced with one `lax.pmean`,
+wrapped in `jax.jit`. The loop says what happens each step; when to log,
+check, checkpoint and stop is in `train_hooks`, and the config becomes an
+`Experiment` in `experiment`.
 """
 
-import dataclasses
+import contextlib
+import functools
 import json
 import os
-import time
-from typing import Any, Callable
+from typing import Any
 
 from absl import logging
 from flax import struct
@@ -19,31 +20,28 @@ import jax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-import tqdm
 
 from condnerf import checkpointing
 from condnerf import codes as codes_lib
+from condnerf import divergence
 from condnerf import images
-from condnerf import inference
 from condnerf import losses
 from condnerf import metrics as metrics_lib
-from condnerf import models
-from condnerf import optim
 from condnerf import parallel
 from condnerf import rendering
 from condnerf import structs
 from condnerf import train_clock
+from condnerf import train_hooks
+from condnerf import workdir as workdir_lib
 from condnerf import writers
 from condnerf.data import sampler as sampler_lib
-from condnerf.data import scenes
 from condnerf.evaluators import image_metrics
 
 
-class TrainingDivergedError(FloatingPointError):
-  """The loss or gradients became non-finite."""
+# Kept here too: callers catch train_lib.TrainingDivergedError.
+TrainingDivergedError = divergence.TrainingDivergedError
 
 
 @struct.dataclass
@@ -210,298 +208,130 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
   return jax.jit(train_step, donate_argnums=0)
 
 
-@dataclasses.dataclass
-class Experiment:
-  """What train, eval, edit and notebooks share, built once from a config.
-
-  Attributes:
-    config: the resolved ConfigDict.
-    scene: the `data.base.Scene`.
-    model: unbound `models.ConditionalNeRF`.
-    optimizer: optax transform over {'params', 'codes'}.
-    mesh: the ('data',) mesh over all devices.
-    init_state: key -> replicated `TrainState` (jitted).
-    train_step: from `make_train_step`.
-    render_step: from `inference.make_render_step`.
-    codes_render_step: from `inference.make_codes_render_step` (one render
-      of the same rays under a whole table of codes).
-  """
-  config: ml_collections.ConfigDict
-  scene: Any
-  model: Any
-  optimizer: Any
-  mesh: Any
-  init_state: Callable
-  train_step: Callable
-  render_step: Callable
-  codes_render_step: Callable
-
-  def abstract_state(self):
-    """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
-    return jax.eval_shape(self.init_state, jax.random.key(0))
-
-  def render(self, state, rays, chunk=None):
-    """Renders numpy rays [H, W] (or [N]) with the state's params and codes."""
-    chunk = chunk or self.config.eval.chunk
-    if rays.code_ids.ndim == 2:
-      return inference.render_image(self.render_step, state.params,
-                                    state.codes, rays, chunk, self.mesh)
-    return inference.render_rays(self.render_step, state.params, state.codes,
-                                 rays, chunk, self.mesh)
-
-
-def load_scene(data_cfg, share=None):
-  """Loads the dataset named by `config.data` (see `data.scenes`).
-
-  Args:
-    data_cfg: the `config.data` section.
-    share: None, or a `data.base.Share`: read only this process's frames of
-      the val and test splits (multi-process evaluation).
-  """
-  return scenes.load_scene(
-      data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
-      num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
-      factor=data_cfg.factor, max_frames=data_cfg.max_frames,
-      holdout=data_cfg.holdout, share=share)
-
-
-def build_experiment(config, scene=None, mesh=None):
-  """Turns a config into everything a run needs.
-
-  Args:
-    config: ConfigDict from `configs.base.get_config` (or a diff of it).
-    scene: an already loaded scene (else loaded from `config.data`).
-    mesh: a mesh (default: all devices).
-  Returns:
-    `Experiment`.
-  """
-  scene = load_scene(config.data) if scene is None else scene
-  mesh = parallel.create_mesh() if mesh is None else mesh
-  parallel.check_divisible(config.train.batch_size, mesh, 'train.batch_size')
-  model_cfg = config.model.to_dict()
-  for section in ('field', 'proposal_field'):
-    if not model_cfg[section]['scene_bound']:
-      model_cfg[section]['scene_bound'] = float(scene.scene_bound)
-  model = models.build_model(config.model_name, model_cfg, scene.background)
-  freeze = [p.strip() for p in config.train.freeze.split(',') if p.strip()]
-  optimizer = optim.make_optimizer(config.optim, config.train.steps, freeze)
-  init_state = jax.jit(
-      lambda key: create_train_state(model, optimizer, key, scene.num_codes,
-                                     config.codes.dim,
-                                     config.codes.init_scale),
-      out_shardings=parallel.replicated(mesh))
-  loss_fn = make_loss_fn(model, config.train.coarse_loss_weight,
-                         config.train.interlevel_loss_weight,
-                         config.codes.prior_weight)
-  if config.train.random_background and scene.train.alphas is None:
-    raise ValueError(
-        'train.random_background needs training images with an alpha '
-        f'channel, and the {config.data.name!r} scene at '
-        f'{config.data.path!r} has none; set '
-        '--config.train.random_background=False.')
-  train_step = make_train_step(model, optimizer, mesh, loss_fn,
-                               config.train.randomized,
-                               config.train.random_background)
-  return Experiment(config=config, scene=scene, model=model,
-                    optimizer=optimizer, mesh=mesh, init_state=init_state,
-                    train_step=train_step,
-                    render_step=inference.make_render_step(model, mesh),
-                    codes_render_step=inference.make_codes_render_step(
-                        model, mesh))
-
-
-def restore_or_init(experiment, ckpt, key):
-  """Latest good checkpoint of `ckpt`, else a fresh state.
-
-  Returns:
-    (TrainState, restored: bool).
-  Raises:
-    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
-  """
-  abstract = experiment.abstract_state()
-  restored, step = ckpt.restore(abstract.as_dict())
-  if restored is None:
-    state = experiment.init_state(key)
-    source = experiment.config.train.init_from
-    if source:
-      state = state.replace(params=transfer_params(experiment, source))
-    return state, False
-  logging.info('Resuming from checkpoint step %d.', step)
-  return TrainState(**restored), True
-
-
-def transfer_params(experiment, source_workdir):
-  """Field weights of another run's latest checkpoint, for a new run.
-
-  The source model must have the same field architecture; its codes and
-  optimizer state are not used (the new scene has its own codes).
-
-  Raises:
-    FileNotFoundError: the source has no checkpoint.
-    checkpointing.CheckpointMismatchError: the architectures differ.
-  """
-  src_dir = os.path.join(source_workdir, 'checkpoints')
-  if not os.path.isdir(src_dir):
-    raise FileNotFoundError(f'train.init_from={source_workdir} has no '
-                            'checkpoints/ folder to start from.')
-  src = checkpointing.Checkpointer(src_dir)
-  try:
-    params, step = src.restore_entry('params',
-                                     experiment.abstract_state().params)
-  finally:
-    src.close()
-  if params is None:
-    raise FileNotFoundError(f'train.init_from={source_workdir} has no '
-                            'checkpoint to start from.')
-  logging.info('Starting from the field weights of %s step %d.',
-               source_workdir, step)
-  return parallel.replicate(params, experiment.mesh)
-
-
-def train_and_evaluate(config, workdir, experiment=None):
+def train_and_evaluate(config, workdir, experiment=None,
+                       allow_config_change=False):
   """Trains (resuming if possible), checkpoints, validates and evaluates.
+
+  The run folder is protected: the data loads before any folder is made, a
+  training holds `workdir.WorkdirLock` while it runs, and a resumed run whose
+  config differs from the recorded one is refused unless
+  `allow_config_change` (`workdir.record_config`).
 
   Args:
     config: the resolved ConfigDict.
     workdir: output folder (checkpoints, metrics.jsonl, tb/, val/, eval/).
     experiment: an `Experiment` for this config (built if None).
+    allow_config_change: resume with a config that differs from the
+      recorded one (the old one is kept in config.json's history).
   Returns:
     dict of the final evaluation metrics (see `evaluators.image_metrics`).
   Raises:
-    TrainingDivergedError: the loss became NaN/inf (the last good checkpoint
-      is kept).
+    divergence.TrainingDivergedError: the run diverged (the last good
+      checkpoint is kept).
+    TrainingInterrupted: SIGINT/SIGTERM; the current step was saved first.
+    workdir.WorkdirLockedError, workdir.ConfigChangedError: see above.
   """
-  os.makedirs(workdir, exist_ok=True)
+  # Imported here: `experiment` builds on this module's steps.
+  from condnerf import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
   is_main = jax.process_index() == 0
-  exp = build_experiment(config) if experiment is None else experiment
-  rng = jax.random.key(config.seed)
-  init_key, train_key = jax.random.split(rng)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints'),
-      max_to_keep=config.train.keep_checkpoints)
-  state, _ = restore_or_init(exp, ckpt, init_key)
-  if is_main:
-    checkpointing.save_config_json(workdir, json.loads(config.to_json()))
-  writer = writers.MetricWriter(workdir, enabled=is_main)
-  try:
-    state = _train_loop(exp, state, ckpt, writer, workdir, train_key)
-    evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
-                                        max_images=config.eval.max_images,
-                                        save_images=config.eval.save_images)
-    results = evaluator.run(state, os.path.join(workdir, 'eval'))
-    writer.write_scalars(int(jax.device_get(state.step)),
-                         {'psnr': results['psnr'], 'ssim': results['ssim']},
-                         split='eval')
-  finally:
-    writer.close()
-    ckpt.close()
+  exp = (experiment_lib.build_experiment(config) if experiment is None
+         else experiment)
+  os.makedirs(workdir, exist_ok=True)
+  lock = workdir_lib.WorkdirLock(workdir, train_hooks.say) if is_main else None
+  with lock or contextlib.nullcontext():
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    ckpt = checkpointing.Checkpointer(
+        workdir_lib.checkpoint_dir(workdir),
+        max_to_keep=config.train.keep_checkpoints)
+    writer = None
+    try:
+      state, restored = experiment_lib.restore_or_init(exp, ckpt, init_key)
+      start = int(jax.device_get(state.step))
+      workdir_lib.record_config(
+          workdir, json.loads(config.to_json()), start if restored else None,
+          allow_config_change, write=is_main)
+      if restored and is_main:
+        writers.drop_rows_after(workdir, start)
+        train_hooks.say(f'Resumed from step {start} of {config.train.steps} '
+                        f'in {ckpt.directory}.')
+      writer = writers.MetricWriter(workdir, enabled=is_main)
+      try:
+        state = _train_loop(exp, state, ckpt, writer, workdir, train_key)
+      except divergence.TrainingDivergedError as e:
+        train_hooks.discard_suspect(ckpt, e.first_suspect)
+        raise
+      evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
+                                          max_images=config.eval.max_images,
+                                          save_images=config.eval.save_images)
+      results = evaluator.run(state, os.path.join(workdir, 'eval'))
+      writer.write_scalars(int(jax.device_get(state.step)),
+                           {'psnr': results['psnr'], 'ssim': results['ssim']},
+                           split='eval')
+    finally:
+      if writer is not None:
+        writer.close()
+      ckpt.close()
   return results
 
 
 def _train_loop(exp, state, ckpt, writer, workdir, train_key):
   """Steps until train.steps or train.minutes; returns the final state."""
   config = exp.config
-  is_main = jax.process_index() == 0
-  writer.write_hparams(json.loads(config.to_json()))
   tc = config.train
+  writer.write_hparams(json.loads(config.to_json()))
   sampler = sampler_lib.RaySampler(exp.scene.train, tc.batch_size, config.seed,
                                    jax.process_index(), jax.process_count())
-  start = int(jax.device_get(state.step))
+  step = start = int(jax.device_get(state.step))
   clock = train_clock.TrainClock(tc.steps, tc.minutes,
                                  train_clock.read_clock(workdir, start),
                                  sync_every=tc.log_every)
   if clock.budget and start:
     logging.info('Resuming with %.1f of %.1f training minutes used.',
                  clock.seconds / 60.0, tc.minutes)
-  pbar = tqdm.tqdm(total=tc.steps, initial=start, disable=not is_main,
-                   desc='train', dynamic_ncols=True)
-  window, window_start, window_steps = None, time.time(), 0
-  step = start
-  last_checked = start
+  guard = divergence.DivergenceGuard(**tc.guard.to_dict())
+  log = train_hooks.StepLog(writer, tc, clock, start)
+  save = functools.partial(train_hooks.save, ckpt, guard, workdir, clock)
   batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
   # The clock starts after the first step (compilation) of this session.
-  while not clock.done(step):
-    state, step_metrics = exp.train_step(state, batch,
-                                         jax.random.fold_in(train_key, step),
-                                         clock.progress(step))
-    # Prepare the next batch while this step runs, then wait for the step:
-    # one step in flight at a time. Queuing many steps of a multi-device
-    # program can deadlock XLA:CPU's collectives (devices share one thread
-    # pool), and the wait costs nothing once the batch is ready.
-    if step + 1 < tc.steps:
-      batch = parallel.shard_batch(sampler.batch(step + 1), exp.mesh)
-    jax.block_until_ready(step_metrics)
-    step += 1
-    clock.sync(step)
-    window_steps += 1
-    window = step_metrics if window is None else jax.tree.map(
-        jnp.add, window, step_metrics)
-    if step % tc.log_every == 0 or step == tc.steps:
-      means = {k: float(v) / window_steps
-               for k, v in jax.device_get(window).items()}
-      _check_finite(means, step)
-      last_checked = step
-      elapsed = time.time() - window_start
-      means['rays_per_s'] = window_steps * tc.batch_size / max(elapsed, 1e-9)
-      means['psnr'] = float(metrics_lib.mse_to_psnr(means['mse']))
-      means['train_minutes'] = clock.elapsed() / 60.0
-      writer.write_scalars(step, means)
-      postfix = dict(loss=f"{means['loss']:.4f}", psnr=f"{means['psnr']:.2f}",
-                     rays_s=f"{means['rays_per_s']:.0f}")
-      if clock.budget:  # the bar counts steps; show the binding budget too.
-        postfix['min'] = f"{means['train_minutes']:.1f}/{tc.minutes:g}"
-      pbar.set_postfix(**postfix)
-      window, window_start, window_steps = None, time.time(), 0
-    pbar.update(1)
-    clock.pause()
-    if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-      _check_finite(jax.device_get(step_metrics), step)
-      _check_state_finite(state, step)
-      ckpt.save(step, state.as_dict())
-      if is_main:
-        train_clock.write_clock(workdir, step, clock.elapsed())
-    if tc.val_every and step % tc.val_every == 0:
-      _validate(exp, state, step, workdir, writer, is_main)
-    clock.resume()
+  with train_hooks.StopSignals() as stop:
+    while not clock.done(step):
+      state, step_metrics = exp.train_step(
+          state, batch, jax.random.fold_in(train_key, step),
+          clock.progress(step))
+      # Prepare the next batch while this step runs, then wait for the step:
+      # one step in flight at a time. Queuing many steps of a multi-device
+      # program can deadlock XLA:CPU's collectives (devices share one thread
+      # pool), and the wait costs nothing once the batch is ready.
+      if step + 1 < tc.steps:
+        batch = parallel.shard_batch(sampler.batch(step + 1), exp.mesh)
+      jax.block_until_ready(step_metrics)
+      step += 1
+      clock.sync(step)
+      log.add(step, step_metrics)
+      if step % tc.log_every == 0 or step == tc.steps:
+        log.write(guard, step)
+      clock.pause()
+      if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+        log.observe(guard)
+        save(state, step)
+      if tc.val_every and step % tc.val_every == 0:
+        _validate(exp, state, step, workdir, writer,
+                  jax.process_index() == 0)
+      clock.resume()
+      if stop.requested(step, tc.log_every):
+        log.observe(guard)
+        train_hooks.stop(save(state, step, force=True), ckpt, step, stop.signum)
   clock.pause()
-  pbar.close()
-  if last_checked != step and step > start:
-    _check_finite(jax.device_get(step_metrics), step)
+  log.close()
+  log.observe(guard)
   if ckpt.latest_step() != step:
-    _check_state_finite(state, step)
-    ckpt.save(step, state.as_dict(), force=True)
-  if is_main:
-    train_clock.write_clock(workdir, step, clock.elapsed())
+    save(state, step, force=True)
   ckpt.wait_until_finished()
   writer.flush()
   if clock.budget and step < tc.steps:
     logging.info('Time budget of %.1f min used at step %d of %d.',
                  tc.minutes, step, tc.steps)
   return state
-
-
-def _check_finite(step_metrics, step):
-  bad = {k: float(v) for k, v in step_metrics.items()
-         if not np.isfinite(float(v))}
-  if bad:
-    raise TrainingDivergedError(
-        f'Training diverged at step {step}: {bad}. The last good checkpoint '
-        'is kept; lower optim.lr_init or enable optim.clip_grad_norm and '
-        'restart from it.')
-
-
-@jax.jit
-def _all_finite(tree):
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x))
-                            for x in jax.tree.leaves(tree)]))
-
-
-def _check_state_finite(state, step):
-  if not bool(_all_finite((state.params, state.codes))):
-    raise TrainingDivergedError(
-        f'Training diverged at step {step}: the parameters are not finite. '
-        'The last good checkpoint is kept; lower optim.lr_init or enable '
-        'optim.clip_grad_norm and restart from it.')
 
 
 def _validate(exp, state, step, workdir, writer, is_main):

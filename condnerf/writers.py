@@ -18,6 +18,8 @@ import os
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from condnerf import workdir as workdir_lib
+
 METRICS_FILENAME = 'metrics.jsonl'
 TB_DIRNAME = 'tb'
 _RESERVED_KEYS = ('step', 'split')
@@ -44,6 +46,39 @@ def flatten_dict(tree, prefix='', sep='.'):
     else:
       flat[name] = value
   return flat
+
+
+def drop_rows_after(workdir, step):
+  """Prepares a resumed run's metrics.jsonl: drops rows it will write again.
+
+  A run resumed from checkpoint `step` repeats the steps after it, and
+  evaluates again at its end, so rows with a larger step, and 'eval' rows at
+  `step` itself, are removed (atomically). Unreadable lines are kept.
+
+  Args:
+    workdir: the run folder.
+    step: the restored checkpoint step.
+  Returns:
+    The number of rows dropped.
+  """
+  path = os.path.join(workdir, METRICS_FILENAME)
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding='utf-8') as f:
+    lines = f.readlines()
+  kept = []
+  for line in lines:
+    try:
+      row = json.loads(line)
+      repeated = row['step'] > step or (row['step'] == step and
+                                        row.get('split') == 'eval')
+    except (ValueError, KeyError, TypeError):
+      repeated = False
+    if not repeated:
+      kept.append(line if line.endswith('\n') else line + '\n')
+  if len(kept) != len(lines):
+    workdir_lib.write_text(path, ''.join(kept))
+  return len(lines) - len(kept)
 
 
 def _to_float(value):

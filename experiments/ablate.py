@@ -12,16 +12,13 @@ resume from their checkpoint. Writes DIR/results.csv, results.md and
 results.png from every finished trial (any shard's).
 """
 
+# pylint: disable=g-bad-import-order
+from experiments import cli  # first: sets up CPU devices before jax loads.
+
 import os
 
-# On a CPU host, expose every core as a device so the data-parallel step
-# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
-os.environ.setdefault(
-    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
-
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
 from absl import flags
-from absl import logging
 
 from condnerf import ablation
 from condnerf import train_lib
@@ -36,8 +33,6 @@ flags.mark_flags_as_required(['sweep', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
   sweep = ablation.load_sweep(_SWEEP.value)  # validates every diff first.
   index, count = ablation.parse_shard(_SHARD.value)
   workdir = _WORKDIR.value
@@ -63,4 +58,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -46,15 +46,11 @@ evenly spaced on that clock (evaluation is not counted), giving
 to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
 """
 
-import os
+# pylint: disable=g-bad-import-order
+from experiments import cli  # first: sets up CPU devices before jax loads.
 
-# On a CPU host, expose every core as a device so the data-parallel step
-# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
-os.environ.setdefault(
-    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
-
-# pylint: disable=g-import-not-at-top,wrong-import-position
 import contextlib
+import os
 import json
 import sys
 import tempfile
@@ -68,9 +64,9 @@ import numpy as np
 
 from condnerf import edit_baselines
 from condnerf import editing
+from condnerf import experiment as experiment_lib
 from condnerf import inference
 from condnerf import parallel
-from condnerf import train_lib
 from condnerf.data import procedural
 from condnerf.data import sampler as sampler_lib
 from condnerf.data import variants
@@ -275,7 +271,7 @@ def bench_precision(trainer, mesh, seed):
   with config.unlocked():
     config.model.dtype = 'bfloat16'
   low = bench_lib.Trainer(
-      train_lib.build_experiment(config, scene=exp.scene, mesh=mesh), seed)
+      experiment_lib.build_experiment(config, scene=exp.scene, mesh=mesh), seed)
   logging.info('precision: training the bfloat16 twin for %d steps.', steps)
   times = low.run(steps)
   low.loss()  # raises if it diverged.
@@ -325,8 +321,8 @@ def run_throughput(suite):
           overrides)
       key = json.dumps(config.data.to_dict(), sort_keys=True)
       if key not in scenes:
-        scenes[key] = train_lib.load_scene(config.data)
-      exp = train_lib.build_experiment(config, scene=scenes[key], mesh=mesh)
+        scenes[key] = experiment_lib.load_scene(config.data)
+      exp = experiment_lib.build_experiment(config, scene=scenes[key], mesh=mesh)
       trainer = bench_lib.Trainer(exp, _SEED.value)
       result['configs'][name] = bench_config(
           name, trainer, sizes, result['matmul'], result['matmul_gflops'],
@@ -338,7 +334,7 @@ def run_throughput(suite):
       config, applied = bench_lib.make_config('fast', chair, 'ids',
                                               sizes['batch_size'], overrides)
       fast_trainer = bench_lib.Trainer(
-          train_lib.build_experiment(config, mesh=mesh), _SEED.value)
+          experiment_lib.build_experiment(config, mesh=mesh), _SEED.value)
     else:
       applied = result['configs']['fast']['overrides']
     methods, setup = bench_edits(fast_trainer, sizes, _SCRIBBLES.value,
@@ -361,7 +357,7 @@ def run_lego():
   overrides.update(bench_lib.parse_overrides(_OVERRIDE.value))
   config, applied = bench_lib.make_config(name, _DATA.value, '',
                                           sizes['batch_size'], overrides)
-  trainer = bench_lib.Trainer(train_lib.build_experiment(config), _SEED.value)
+  trainer = bench_lib.Trainer(experiment_lib.build_experiment(config), _SEED.value)
   frames = trainer.exp.scene.test
   count = max(1, min(_EVAL_IMAGES.value, len(frames)))
   views = np.unique(np.linspace(0, len(frames) - 1, count).round()).astype(
@@ -417,4 +413,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -8,25 +8,21 @@ collateral damage) and edit/recolor_blue/, the motivating example — the red
 chair made blue from 64 scribbled pixels of one view.
 """
 
+# pylint: disable=g-bad-import-order
+from experiments import cli  # first: sets up CPU devices before jax loads.
+
 import os
-
-# On a CPU host, expose every core as a device so the data-parallel step
-# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
-os.environ.setdefault(
-    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
-
-import time  # pylint: disable=g-import-not-at-top,wrong-import-position
+import time
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 import jax
 import numpy as np
 
 from condnerf import edit_lib
-from condnerf import eval_lib
+from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import runs
 from condnerf import train_lib
@@ -62,7 +58,7 @@ def scribble_mask(scene, view, count, seed):
 
 def run_edits(config, workdir):
   """The edit benchmark, then the blue-chair recolor through --mode=edit."""
-  exp, state = eval_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir)
   source = exp.scene.metadata['variants_source']
   report = edit_benchmark.Evaluator(
       exp, source, view=config.edit.views[0],
@@ -83,8 +79,6 @@ def run_edits(config, workdir):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   config, workdir = _CONFIG.value, _WORKDIR.value
   start = time.time()
   with config.unlocked():
@@ -108,4 +102,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -11,17 +11,16 @@ Multi-process (each process runs the same command): add
 or set $JAX_COORDINATOR_ADDRESS/$JAX_NUM_PROCESSES/$JAX_PROCESS_ID; on TPU
 pods and SLURM pass --distributed to auto-detect them.
 Override any field with `--config.section.key=value`; the config is locked,
-so a key that does not exist is an error.
+so a key that does not exist is an error. Errors in the input (data, config,
+edit, checkpoint, run folder, start-up) print one line and exit with code 2;
+`--verbosity=1` shows the traceback. A resumed training whose config changed
+needs `--allow_config_change`.
 """
 
-import os
+# pylint: disable=g-bad-import-order
+from experiments import cli  # first: sets up CPU devices before jax loads.
 
-# On a CPU host, expose every core as a device so the data-parallel step
-# uses them all (no effect on GPU/TPU backends). Must precede importing jax.
-os.environ.setdefault(
-    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
-
-from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
+from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -53,14 +52,16 @@ _INIT_TIMEOUT = flags.DEFINE_integer(
 _HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
     'heartbeat_timeout', 60, 'Seconds after which a silent process is '
     'declared dead and the run fails.')
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    'allow_config_change', False, 'Resume a training whose config differs '
+    'from the one recorded in WORKDIR/config.json (the old one is kept in '
+    'its history); without it such a resume is refused.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   parallel.initialize_distributed(
       _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
       auto=_DISTRIBUTED.value, init_timeout=_INIT_TIMEOUT.value,
@@ -70,7 +71,8 @@ def main(argv):
                jax.process_index(), jax.process_count())
   config, workdir = _CONFIG.value, _WORKDIR.value
   if _MODE.value == 'train':
-    results = train_lib.train_and_evaluate(config, workdir)
+    results = train_lib.train_and_evaluate(
+        config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
   elif _MODE.value == 'eval':
     results = eval_lib.evaluate(config, workdir)
   elif _MODE.value == 'edit':
@@ -86,4 +88,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -6,13 +6,10 @@ r"""Writes an appearance-variant copy of a Blender-format RGBA dataset.
 See `condnerf.data.variants.make_variants` for what is written.
 """
 
-import sys
-
-from absl import app
 from absl import flags
 
-from condnerf.data import base
 from condnerf.data import variants
+from experiments import cli
 
 _SRC = flags.DEFINE_string('src', None, 'Source Blender-format dataset.')
 _OUT = flags.DEFINE_string('out', None, 'Folder to write (empty or absent).')
@@ -26,15 +23,12 @@ flags.mark_flags_as_required(['src', 'out'])
 
 def main(argv):
   del argv
-  try:
-    out = variants.make_variants(_SRC.value, _OUT.value, seed=_SEED.value,
-                                 num_appearances=_NUM_APPEARANCES.value,
-                                 overwrite=_OVERWRITE.value)
-  except base.DataError as e:
-    sys.exit(f'make_variants: {e}')
+  out = variants.make_variants(_SRC.value, _OUT.value, seed=_SEED.value,
+                               num_appearances=_NUM_APPEARANCES.value,
+                               overwrite=_OVERWRITE.value)
   print(f'Wrote {_NUM_APPEARANCES.value} appearance variants of '
         f'{_SRC.value} to {out}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

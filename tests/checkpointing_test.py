@@ -1,7 +1,6 @@
 """Tests for condnerf.checkpointing."""
 
 import glob
-import json
 import os
 import shutil
 import tempfile
@@ -42,6 +41,20 @@ def _abstract(state, sharding=None):
   return jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
       abstract)
+
+
+def _tree_snapshot(folder):
+  """{relative path: (size, mtime_ns, bytes)} of every file under `folder`."""
+  snapshot = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, 'rb') as f:
+        data = f.read()
+      stat = os.stat(path)
+      snapshot[os.path.relpath(path, folder)] = (stat.st_size,
+                                                 stat.st_mtime_ns, data)
+  return snapshot
 
 
 class CheckpointerTest(parameterized.TestCase):
@@ -225,6 +238,25 @@ class CheckpointerTest(parameterized.TestCase):
     ckpt.wait_until_finished()
     self.assertEqual(sorted(os.listdir(self.ckpt_dir)), ['1', '2'])
 
+  def test_read_only_reader_changes_nothing(self):
+    self._save_steps([1, 2])
+    # A running training's save in flight, which a reader must not touch.
+    shutil.copytree(os.path.join(self.ckpt_dir, '2'),
+                    os.path.join(self.ckpt_dir, '3.orbax-checkpoint-tmp-9'))
+    before = _tree_snapshot(self.ckpt_dir)
+    reader = checkpointing.Checkpointer(self.ckpt_dir, read_only=True)
+    restored, step = reader.restore(_abstract(_make_state()))
+    self.assertEqual(step, 2)
+    chex.assert_trees_all_close(restored, _make_state(seed=2))
+    with self.assertRaisesRegex(RuntimeError, 'read-only'):
+      reader.save(4, _make_state(seed=4))
+    reader.close()
+    self.assertEqual(_tree_snapshot(self.ckpt_dir), before)
+    with self.assertRaises(FileNotFoundError):  # and creates no folder.
+      checkpointing.Checkpointer(os.path.join(self.workdir, 'nowhere'),
+                                 read_only=True)
+    self.assertFalse(os.path.exists(os.path.join(self.workdir, 'nowhere')))
+
   def test_failed_save_keeps_previous_checkpoint(self):
     ckpt = checkpointing.Checkpointer(self.ckpt_dir, max_to_keep=1)
     ckpt.save(1, _make_state(seed=1))
@@ -255,46 +287,6 @@ class CheckpointerTest(parameterized.TestCase):
     self.assertEqual(step, 1)
     self.assertTrue(any('unfinalized checkpoint for step 2' in line
                         for line in logs.output), logs.output)
-
-
-class ConfigJsonTest(absltest.TestCase):
-
-  def test_round_trip(self):
-    workdir = os.path.join(
-        self.enter_context(tempfile.TemporaryDirectory()), 'run')
-    self.assertIsNone(checkpointing.load_config_json(workdir))
-    config = {'model': {'width': np.int64(64), 'skips': (4,)},
-              'optim': {'lr': np.float32(0.5)}, 'seed': 0}
-    path = checkpointing.save_config_json(workdir, config)
-    self.assertEqual(path, os.path.join(workdir, 'config.json'))
-    expected = {'model': {'width': 64, 'skips': [4]}, 'optim': {'lr': 0.5},
-                'seed': 0}
-    self.assertEqual(checkpointing.load_config_json(workdir), expected)
-    # Overwrite in place; no temporary files are left behind.
-    checkpointing.save_config_json(workdir, {'seed': 1})
-    self.assertEqual(checkpointing.load_config_json(workdir), {'seed': 1})
-    self.assertEqual(os.listdir(workdir), ['config.json'])
-    with open(path) as f:
-      self.assertEqual(json.load(f), {'seed': 1})
-
-  def test_unserialisable_value_leaves_old_file(self):
-    workdir = self.enter_context(tempfile.TemporaryDirectory())
-    checkpointing.save_config_json(workdir, {'seed': 1})
-    with self.assertRaises(TypeError):
-      checkpointing.save_config_json(workdir, {'fn': object()})
-    self.assertEqual(checkpointing.load_config_json(workdir), {'seed': 1})
-    self.assertEqual(os.listdir(workdir), ['config.json'])
-
-  def test_config_dict_like(self):
-
-    class FakeConfigDict:
-
-      def to_dict(self):
-        return {'a': {'b': 1}}
-
-    workdir = self.enter_context(tempfile.TemporaryDirectory())
-    checkpointing.save_config_json(workdir, FakeConfigDict())
-    self.assertEqual(checkpointing.load_config_json(workdir), {'a': {'b': 1}})
 
 
 if __name__ == '__main__':

@@ -7,8 +7,8 @@ import tempfile
 
 from absl.testing import absltest
 
+from condnerf import experiment as experiment_lib
 from condnerf import runs
-from condnerf import train_lib
 from condnerf.configs import demo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +47,7 @@ class ConfigsTest(absltest.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       config.data.path = runs.ensure_chair_scene(
           tmp, seed=config.seed, **config.data.procedural.to_dict())
-      scene = train_lib.load_scene(config.data)
+      scene = experiment_lib.load_scene(config.data)
     # Every evaluated frame has a trained code.
     used = set(scene.train.appearance_ids.tolist())
     self.assertContainsSubset(set(scene.test.appearance_ids.tolist()), used)

@@ -9,11 +9,11 @@ import numpy as np
 from condnerf import codes as codes_lib
 from condnerf import edit_baselines
 from condnerf import editing
+from condnerf import experiment as experiment_lib
 from condnerf import inference
 from condnerf import losses
 from condnerf import metrics as metrics_lib
 from condnerf import parallel
-from condnerf import train_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
 from tests import scenes
@@ -28,7 +28,7 @@ def trained_tiny(devices=None, steps=300):
   scene = scenes.tiny_scene(num_train=6, num_test=2, size=16, num_codes=3)
   mesh = (scenes.small_mesh() if devices is None
           else parallel.create_mesh(devices))
-  exp = train_lib.build_experiment(config, scene=scene, mesh=mesh)
+  exp = experiment_lib.build_experiment(config, scene=scene, mesh=mesh)
   state = exp.init_state(jax.random.key(0))
   sampler = sampler_lib.RaySampler(scene.train, 256, seed=0)
   for step in range(steps):
@@ -184,7 +184,7 @@ class BatchedFitDevicesTest(absltest.TestCase):
 
   def test_eight_device_fit_equals_one_device(self):
     exp1, state = trained_tiny(jax.devices()[:1], steps=20)
-    exp8 = train_lib.build_experiment(exp1.config, scene=exp1.scene,
+    exp8 = experiment_lib.build_experiment(exp1.config, scene=exp1.scene,
                                       mesh=parallel.create_mesh(
                                           jax.devices()[:8]))
     state8 = jax.device_put(jax.device_get(state),

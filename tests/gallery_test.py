@@ -8,8 +8,8 @@ import numpy as np
 
 from condnerf import edit_baselines
 from condnerf import editing
+from condnerf import experiment as experiment_lib
 from condnerf import gallery
-from condnerf import train_lib
 from condnerf.configs import base
 from tests import scenes
 
@@ -26,7 +26,7 @@ class GalleryTest(absltest.TestCase):
     config.codes.init_scale = 1.0  # codes far apart: renders differ.
     config.render.update(num_frames=3, radius=4.0, elevation=30.0)
     scene = scenes.tiny_scene(num_train=3, num_test=2, size=12, num_codes=3)
-    cls.exp = train_lib.build_experiment(config, scene=scene,
+    cls.exp = experiment_lib.build_experiment(config, scene=scene,
                                          mesh=scenes.small_mesh())
     cls.state = jax.device_get(cls.exp.init_state(jax.random.key(0)))
     cls.frames = scene.test

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 
 from condnerf import checkpointing
-from condnerf import eval_lib
+from condnerf import experiment as experiment_lib
 from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
+from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
 from tests import scenes
@@ -28,6 +29,19 @@ def tiny_config(sampler='hierarchical'):
   return config
 
 
+def _nan_from_step(train_step, first):
+  """A train step whose update `first` (and later ones) makes params NaN."""
+
+  def step_fn(state, batch, key, progress=None):
+    state, metrics = train_step(state, batch, key, progress)
+    if int(state.step) >= first:
+      state = state.replace(params=jax.tree.map(lambda x: x * np.nan,
+                                                state.params))
+    return state, metrics
+
+  return step_fn
+
+
 class TrainStepTest(parameterized.TestCase):
 
   @parameterized.parameters('hierarchical', 'proposal')
@@ -38,7 +52,7 @@ class TrainStepTest(parameterized.TestCase):
     batch = sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0)
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:8]):
-      exp = train_lib.build_experiment(
+      exp = experiment_lib.build_experiment(
           config, scene=scene, mesh=parallel.create_mesh(devices))
       state = exp.init_state(jax.random.key(0))
       key = jax.random.key(1)
@@ -58,7 +72,7 @@ class TrainStepTest(parameterized.TestCase):
     config = tiny_config()
     config.optim.lr_init, config.optim.warmup_steps = 2e-2, 0
     scene = scenes.tiny_scene()
-    exp = train_lib.build_experiment(config, scene=scene,
+    exp = experiment_lib.build_experiment(config, scene=scene,
                                      mesh=scenes.small_mesh())
     state = exp.init_state(jax.random.key(0))
     batch = parallel.shard_batch(
@@ -79,9 +93,9 @@ class TrainStepTest(parameterized.TestCase):
     config = tiny_config(sampler)
     config.train.random_background = True
     mesh = parallel.create_mesh(jax.devices()[:1])
-    white = train_lib.build_experiment(config, scene=scenes.tiny_scene(),
+    white = experiment_lib.build_experiment(config, scene=scenes.tiny_scene(),
                                        mesh=mesh)
-    colored = train_lib.build_experiment(
+    colored = experiment_lib.build_experiment(
         config, scene=scenes.tiny_scene(background=color), mesh=mesh)
     state = white.init_state(jax.random.key(0))
     trainable = {'params': state.params, 'codes': state.codes}
@@ -101,7 +115,7 @@ class TrainStepTest(parameterized.TestCase):
     config = tiny_config('proposal')
     config.train.random_background = True
     scene = scenes.tiny_scene()
-    exp = train_lib.build_experiment(config, scene=scene,
+    exp = experiment_lib.build_experiment(config, scene=scene,
                                      mesh=scenes.small_mesh())
     state = exp.init_state(jax.random.key(0))
     batch = parallel.shard_batch(
@@ -111,13 +125,13 @@ class TrainStepTest(parameterized.TestCase):
     no_alpha = dataclasses.replace(
         scene, train=dataclasses.replace(scene.train, alphas=None))
     with self.assertRaisesRegex(ValueError, 'random_background=False'):
-      train_lib.build_experiment(config, scene=no_alpha)
+      experiment_lib.build_experiment(config, scene=no_alpha)
 
   def test_batch_not_divisible_by_devices_is_refused(self):
     config = tiny_config()
     config.train.batch_size = 12
     with self.assertRaisesRegex(ValueError, 'divisible by the 8 devices'):
-      train_lib.build_experiment(config, scene=scenes.tiny_scene())
+      experiment_lib.build_experiment(config, scene=scenes.tiny_scene())
 
 
 class LoopTest(absltest.TestCase):
@@ -136,9 +150,9 @@ class LoopTest(absltest.TestCase):
     return config
 
   def _params(self, workdir, config):
-    exp = train_lib.build_experiment(config, scene=self.scene,
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
                                      mesh=scenes.small_mesh())
-    _, state = eval_lib.load_trained(config, workdir, exp)
+    _, state = experiment_lib.load_trained(config, workdir, exp)
     return jax.device_get(state)
 
   def test_resume_equals_uninterrupted(self):
@@ -148,10 +162,10 @@ class LoopTest(absltest.TestCase):
     config = self._config(2 * n)
     config.optim.warmup_steps = 0  # so the decaying schedule matters.
     config.train.checkpoint_every = n
-    train_lib.train_and_evaluate(config, straight, train_lib.build_experiment(
+    train_lib.train_and_evaluate(config, straight, experiment_lib.build_experiment(
         config, scene=self.scene, mesh=scenes.small_mesh()))
     # The same run, killed right after step n's checkpoint, then restarted.
-    exp = train_lib.build_experiment(config, scene=self.scene,
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
                                      mesh=scenes.small_mesh())
     real_step, calls = exp.train_step, []
 
@@ -164,7 +178,7 @@ class LoopTest(absltest.TestCase):
     exp.train_step = preempted_step
     with self.assertRaises(KeyboardInterrupt):
       train_lib.train_and_evaluate(config, split, exp)
-    train_lib.train_and_evaluate(config, split, train_lib.build_experiment(
+    train_lib.train_and_evaluate(config, split, experiment_lib.build_experiment(
         config, scene=self.scene, mesh=scenes.small_mesh()))
     a, b = self._params(straight, config), self._params(split, config)
     self.assertEqual(int(a.step), 2 * n)
@@ -182,7 +196,7 @@ class LoopTest(absltest.TestCase):
   def test_time_budget_stops_early_and_is_resumed(self):
     config = self._config(1000)
     config.train.minutes = 1e-4  # 6 ms of training after the first step.
-    exp = train_lib.build_experiment(config, scene=self.scene,
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
                                      mesh=scenes.small_mesh())
     progress = []
     real_step = exp.train_step
@@ -211,34 +225,141 @@ class LoopTest(absltest.TestCase):
   def test_nan_loss_stops_with_step_and_keeps_checkpoint(self):
     config = self._config(4)
     config.train.checkpoint_every = 2
-    exp = train_lib.build_experiment(config, scene=self.scene,
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
                                      mesh=scenes.small_mesh())
     train_lib.train_and_evaluate(config, self.workdir, exp)
     config.train.steps = 8
-    config.optim.lr_init = float('nan')
-    config.optim.codes_lr_init = float('nan')
-    exp = train_lib.build_experiment(config, scene=self.scene,
-                                     mesh=scenes.small_mesh())
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
+                                          mesh=scenes.small_mesh())
+    exp.train_step = _nan_from_step(exp.train_step, 5)
     # Step 5 applies the first NaN update; step 6's loss is the first NaN.
     with self.assertRaisesRegex(train_lib.TrainingDivergedError,
                                 'diverged at step 6'):
-      train_lib.train_and_evaluate(config, self.workdir, exp)
+      train_lib.train_and_evaluate(config, self.workdir, exp,
+                                   allow_config_change=True)
     state = self._params(self.workdir, config)
     self.assertEqual(int(state.step), 4)
     self.assertTrue(all(np.all(np.isfinite(x))
                         for x in jax.tree.leaves(state.params)))
 
+  def _good_run(self, steps=4):
+    """Trains `steps` steps with checkpoints every 2; returns the config."""
+    config = self._config(steps)
+    config.train.checkpoint_every = 2
+    config.train.guard.update(window=5, history=5)
+    train_lib.train_and_evaluate(config, self.workdir, self._exp(config))
+    return config
+
+  def _exp(self, config):
+    return experiment_lib.build_experiment(config, scene=self.scene,
+                                           mesh=scenes.small_mesh())
+
+  def _steps(self):
+    return checkpointing.Checkpointer(
+        os.path.join(self.workdir, 'checkpoints'), read_only=True).all_steps()
+
+  def test_dead_network_stops_and_good_checkpoints_survive(self):
+    config = self._good_run()
+    good = self._params(self.workdir, config)
+    # A learning rate of 1 kills this positional-encoding model at once: its
+    # gradient norm is exactly 0 from the next step on.
+    config.train.update(steps=40, checkpoint_every=1)
+    config.optim.update(lr_init=1.0, lr_final=1.0, warmup_steps=0)
+    with self.assertRaisesRegex(
+        train_lib.TrainingDivergedError,
+        r'diverged at step 9: the gradient norm was 0 in 4 of the last 5 '
+        r'steps \(5-9\); the network is dead'):
+      train_lib.train_and_evaluate(config, self.workdir, self._exp(config),
+                                   allow_config_change=True)
+    # Step 5 was saved before its parameters showed they were dead (at step
+    # 6), then discarded; 6-9 were never written.
+    self.assertEqual(self._steps(), [2, 4])
+    chex.assert_trees_all_equal(self._params(self.workdir, config).params,
+                                good.params)
+
+  def test_exploding_gradients_stop_and_write_no_checkpoint(self):
+    config = self._good_run(steps=10)
+    self.assertEqual(self._steps(), [6, 8, 10])
+    config.train.update(steps=40, checkpoint_every=1)
+    exp = self._exp(config)
+    # From step 17 on the loss is scaled by 1e10, so its gradients are (the
+    # resumed guard first sees 6 normal steps for its median).
+    loss_fn = train_lib.make_loss_fn(exp.model, 0.1, 1.0, 0.0)
+    exploding = train_lib.make_train_step(
+        exp.model, exp.optimizer, exp.mesh,
+        lambda *args: (lambda l, m: (l * 1e10, m))(*loss_fn(*args)))
+    normal = exp.train_step
+    exp.train_step = lambda state, *args: (
+        exploding if int(state.step) >= 16 else normal)(state, *args)
+    with self.assertRaisesRegex(train_lib.TrainingDivergedError,
+                                r'diverged at step 20: the gradient norm was '
+                                r'above 1000x its median .* exploding'):
+      train_lib.train_and_evaluate(config, self.workdir, exp,
+                                   allow_config_change=True)
+    # 11-16 were saved (rotating out 6-13), then 16 was discarded: step 17,
+    # computed with its parameters, was suspect. No later step was written.
+    self.assertEqual(self._steps(), [14, 15])
+
+  def test_resume_drops_repeated_metric_rows(self):
+    config = self._config(4)
+    config.train.checkpoint_every = 2
+    exp = self._exp(config)
+    real_step, calls = exp.train_step, []
+
+    def preempted_step(*args):
+      if len(calls) == 3:
+        raise KeyboardInterrupt('simulated preemption')
+      calls.append(1)
+      return real_step(*args)
+
+    exp.train_step = preempted_step
+    with self.assertRaises(KeyboardInterrupt):
+      train_lib.train_and_evaluate(config, self.workdir, exp)
+    train_lib.train_and_evaluate(config, self.workdir, self._exp(config))
+    with open(os.path.join(self.workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f]
+    keys = [(r['step'], r['split']) for r in rows]
+    self.assertLen(set(keys), len(keys))
+    self.assertEqual([r['step'] for r in rows if r['split'] == 'train'],
+                     [1, 2, 3, 4])
+    # Evaluating a finished run again replaces its eval row, too.
+    train_lib.train_and_evaluate(config, self.workdir, self._exp(config))
+    with open(os.path.join(self.workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f]
+    self.assertEqual([r['step'] for r in rows if r['split'] == 'eval'], [4])
+
+  def test_changed_config_on_resume_is_refused_unless_allowed(self):
+    config = self._good_run()
+    with open(os.path.join(self.workdir, 'config.json')) as f:
+      before = f.read()
+    config.train.steps = 6
+    config.optim.lr_init = 1e-3
+    with self.assertRaisesRegex(
+        workdir_lib.ConfigChangedError,
+        r'resuming at step 4: optim.lr_init: 0.0005 -> 0.001; '
+        r'train.steps: 4 -> 6'):
+      train_lib.train_and_evaluate(config, self.workdir, self._exp(config))
+    with open(os.path.join(self.workdir, 'config.json')) as f:
+      self.assertEqual(f.read(), before)
+    self.assertEqual(self._steps(), [2, 4])  # nothing trained.
+    train_lib.train_and_evaluate(config, self.workdir, self._exp(config),
+                                 allow_config_change=True)
+    self.assertEqual(self._steps()[-1], 6)
+    history = workdir_lib.config_history(self.workdir)
+    self.assertEqual([h['step'] for h in history], [4])
+    self.assertEqual(history[0]['config']['train']['steps'], 4)
+
   def test_transfer_with_frozen_fields(self):
     source = os.path.join(self.workdir, 'source')
     config = self._config(2)
-    train_lib.train_and_evaluate(config, source, train_lib.build_experiment(
+    train_lib.train_and_evaluate(config, source, experiment_lib.build_experiment(
         config, scene=self.scene, mesh=scenes.small_mesh()))
     src_state = self._params(source, config)
     target = os.path.join(self.workdir, 'target')
     config = self._config(3)
     config.train.init_from = source
     config.train.freeze = '^fields_'
-    train_lib.train_and_evaluate(config, target, train_lib.build_experiment(
+    train_lib.train_and_evaluate(config, target, experiment_lib.build_experiment(
         config, scene=self.scene, mesh=scenes.small_mesh()))
     new_state = self._params(target, config)
     for name, sub in src_state.params.items():
@@ -252,13 +373,13 @@ class LoopTest(absltest.TestCase):
                                 'differ'):
       train_lib.train_and_evaluate(
           config, os.path.join(self.workdir, 'other'),
-          train_lib.build_experiment(config, scene=self.scene,
+          experiment_lib.build_experiment(config, scene=self.scene,
                                      mesh=scenes.small_mesh()))
 
   def test_checkpoint_of_other_model_is_refused(self):
     config = self._config(1)
     train_lib.train_and_evaluate(config, self.workdir,
-                                 train_lib.build_experiment(
+                                 experiment_lib.build_experiment(
                                      config, scene=self.scene,
                                      mesh=scenes.small_mesh()))
     with open(os.path.join(self.workdir, 'config.json')) as f:
@@ -267,7 +388,7 @@ class LoopTest(absltest.TestCase):
     with self.assertRaisesRegex(checkpointing.CheckpointMismatchError,
                                 'different model'):
       train_lib.train_and_evaluate(config, self.workdir,
-                                   train_lib.build_experiment(
+                                   experiment_lib.build_experiment(
                                        config, scene=self.scene,
                                        mesh=scenes.small_mesh()))
     with open(os.path.join(self.workdir, 'config.json')) as f:

@@ -105,6 +105,13 @@ def get_config(arg=None):
       # Transfer: start a new run from another run's field weights.
       init_from='',  # workdir of the source run ('' = fresh start).
       freeze='',  # comma-separated regexes of param paths kept fixed.
+      # The divergence guard (condnerf/divergence.py): stop when, in `hold`
+      # of the last `window` steps, the gradient norm was 0, the loss above
+      # loss_factor x its minimum, or the gradient norm above grad_factor x
+      # its recent median; no checkpoint within `window` steps of a
+      # suspect step.
+      guard=dict(window=50, hold=0.8, loss_factor=10.0, grad_factor=1000.0,
+                 history=200),
   ))
 
   config.eval = ml_collections.ConfigDict(dict(

@@ -11,8 +11,10 @@ from typing import Optional
 
 import numpy as np
 
+from condnerf import errors
 
-class DataError(ValueError):
+
+class DataError(errors.UserError, ValueError):
   """Bad or missing dataset input; the message says what and how to fix it."""
 
 

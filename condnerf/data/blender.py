@@ -11,7 +11,9 @@ background and the alpha is kept. Extensions read here:
   frames[].depth_file_path: `.npy` f32[H, W] ray distance, inf on background.
   top level `near`, `far`, `scene_bound` (default 2, 6, 1.5), and the variant
     table `appearances`, `variants_seed`, `variants_source` (kept in
-    `Scene.metadata`).
+    `Scene.metadata`); also kept there as read: the procedural chair's
+    `procedural` settings and a material dataset's `parts`, `materials`
+    and `material_distributions` (see `materials`).
 
 This module also owns what the other file-based loaders (`nerfstudio`, `llff`)
 reuse: reading json and straight-alpha images, compositing, box downsampling,
@@ -536,6 +538,11 @@ def load_blender(path, appearance='auto', num_codes=0,
   splits = {}
   for split in json_paths:
     frames = get_frames(metas[split], json_paths[split])
+    if split == 'train' and not frames:
+      raise base.DataError(
+          f'{json_paths[split]} has an empty "frames" list; a scene needs '
+          'training frames (add them, or point data.path at another '
+          'dataset).')
     if max_frames:
       frames = frames[:max_frames]
     splits[split] = load_share(
@@ -547,7 +554,8 @@ def load_blender(path, appearance='auto', num_codes=0,
   splits, num_codes = assign_codes(splits, appearance, num_codes)
   metadata = {'format': 'blender', 'source': os.path.abspath(path),
               'factor': factor}
-  for key in ('variants_seed', 'variants_source'):
+  for key in ('variants_seed', 'variants_source', 'procedural', 'parts',
+              'materials', 'material_distributions'):
     if key in train_meta:
       metadata[key] = train_meta[key]
   if 'appearances' in train_meta:

@@ -20,7 +20,6 @@ code. The protocol:
 Only process 0 writes.
 """
 
-import json
 import os
 
 import jax
@@ -31,6 +30,7 @@ from condnerf import edit_baselines
 from condnerf import editing
 from condnerf import images
 from condnerf import metrics as metrics_lib
+from condnerf import workdir as workdir_lib
 from condnerf.data import variants
 
 
@@ -44,7 +44,7 @@ class Evaluator:
     """Prepares the protocol.
 
     Args:
-      experiment: `train_lib.Experiment` of a variants scene whose metadata
+      experiment: `experiment_lib.Experiment` of a variants scene whose metadata
         has the `appearances` table (the scene `make_variants` wrote).
       source: folder of the plain source scene the variants came from.
       target: (theta, s, g) to reach, or None to draw one from `seed`.
@@ -169,10 +169,8 @@ class Evaluator:
     report['fit_half_psnr'] = self._fit_half_psnr(state)
     if is_main:
       np.savez(os.path.join(out_dir, 'codes.npz'), **codes_out)
-      tmp = os.path.join(out_dir, 'report.json.tmp')
-      with open(tmp, 'w') as f:
-        json.dump(report, f, indent=2)
-      os.replace(tmp, os.path.join(out_dir, 'report.json'))
+      workdir_lib.write_json(os.path.join(out_dir, 'report.json'), report,
+                             sort_keys=False)
     return report
 
   def _swap_psnr(self, state, table):

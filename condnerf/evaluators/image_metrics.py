@@ -16,7 +16,6 @@ single-process evaluation.
 """
 
 import csv
-import json
 import os
 import time
 
@@ -28,6 +27,7 @@ from condnerf import images
 from condnerf import inference
 from condnerf import metrics as metrics_lib
 from condnerf import parallel
+from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 
@@ -149,13 +149,11 @@ class Evaluator:
 
 def write_results(results, out_dir):
   """Writes metrics.json and per_image.csv atomically."""
-  tmp = os.path.join(out_dir, 'per_image.csv.tmp')
-  with open(tmp, 'w', newline='') as f:
+  def write_csv(f):
     writer = csv.DictWriter(f, ['index', 'name', 'psnr', 'ssim'])
     writer.writeheader()
     writer.writerows(results['per_image'])
-  os.replace(tmp, os.path.join(out_dir, 'per_image.csv'))
-  tmp = os.path.join(out_dir, 'metrics.json.tmp')
-  with open(tmp, 'w') as f:
-    json.dump(results, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, 'metrics.json'))
+
+  workdir_lib.write_atomic(os.path.join(out_dir, 'per_image.csv'), write_csv)
+  workdir_lib.write_json(os.path.join(out_dir, 'metrics.json'), results,
+                         sort_keys=False)

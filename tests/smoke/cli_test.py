@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,14 +15,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
+def env():
+  """The runners' environment in these tests: 2 forced CPU devices."""
+  return dict(os.environ,
+              XLA_FLAGS='--xla_force_host_platform_device_count=2')
+
+
+def command(*args):
+  return [sys.executable, '-m', 'experiments.main', *args]
+
+
 def run_main(*args, expect_ok=True):
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   proc = subprocess.run(
-      [sys.executable, '-m', 'experiments.main', *args], cwd=REPO, env=env,
-      capture_output=True, text=True, timeout=600, check=False)
+      command(*args), cwd=REPO, env=env(), capture_output=True, text=True,
+      timeout=600, check=False)
   if expect_ok and proc.returncode != 0:
     raise AssertionError(f'{args} failed:\n{proc.stderr[-3000:]}')
   return proc
+
+
+def assert_one_line_error(test, stderr, message):
+  """The stderr of a user error: one `error: ...` line holding `message`."""
+  lines = [line for line in stderr.splitlines() if line.strip()]
+  test.assertNotIn('Traceback', stderr)
+  test.assertLen(lines, 1, stderr[-2000:])
+  test.assertTrue(lines[0].startswith('error: '), lines[0])
+  test.assertIn(message, lines[0])
 
 
 class CliTest(absltest.TestCase):
@@ -85,6 +104,46 @@ class CliTest(absltest.TestCase):
                     f'--workdir={self.tmp.name}/x', expect_ok=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn('/nonexistent/data', proc.stderr)
+    self.assertFalse(os.path.exists(f'{self.tmp.name}/x'))  # no empty run.
+
+  def test_user_errors_print_one_line(self):
+    empty = os.path.join(self.tmp.name, 'empty_train')
+    shutil.copytree(self.data, empty)
+    path = os.path.join(empty, 'transforms_train.json')
+    with open(path) as f:
+      meta = json.load(f)
+    meta['frames'] = []
+    with open(path, 'w') as f:
+      json.dump(meta, f)
+    workdir = os.path.join(self.tmp.name, 'never')
+    cases = [
+        (['--config.model.sampler=bogus'], "Unknown model.sampler 'bogus'"),
+        (['--config.model.field.encoding=grid'], 'model.field.encoding'),
+        (['--config.model.head.conditioning=cat'],
+         'model.head.conditioning'),
+        (['--config.eval.split=tset'], "eval.split='tset' is not a split"),
+        (['--config.train.freeze=('], "train.freeze pattern '('"),
+        (['--config.optim.lr_init=-0.001'], 'optim.lr_init=-0.001 must be'),
+        (['--config.model.no_such_key=3'],
+         "unknown config key 'no_such_key' in --config.model.no_such_key=3"),
+        (['--config.train.steps=abc'], '--config.train.steps=abc'),
+        ([f'--config.data.path={empty}'], 'empty "frames" list'),
+        (['--coordinator=127.0.0.1:1', '--num_processes=2',
+          '--process_id=5'], '--process_id=5 is outside [0, 2)'),
+        (['--mode=eval'], 'No checkpoint'),
+    ]
+    for args, message in cases:
+      with self.subTest(args=args):
+        proc = run_main(*self.config, f'--workdir={workdir}', *args,
+                        expect_ok=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        assert_one_line_error(self, proc.stderr, message)
+        self.assertFalse(os.path.exists(workdir))
+    # The traceback is one flag away.
+    proc = run_main(*self.config, f'--workdir={workdir}', '--verbosity=1',
+                    '--config.model.sampler=bogus', expect_ok=False)
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('Traceback', proc.stderr)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 
 from absl.testing import absltest
@@ -12,6 +13,13 @@ from condnerf import images
 from condnerf.data import procedural
 from condnerf.data import variants
 from tests.smoke import cli_test
+
+
+def _files(folder):
+  """Every file under `folder` with its size: what a deletion would change."""
+  return sorted((os.path.relpath(os.path.join(root, name), folder),
+                 os.path.getsize(os.path.join(root, name)))
+                for root, _, names in os.walk(folder) for name in names)
 
 
 class EditCliTest(absltest.TestCase):
@@ -71,6 +79,9 @@ class EditCliTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(out, name)), name)
 
   def test_bad_edit_inputs_fail_cleanly(self):
+    not_an_image = os.path.join(self.tmp.name, 'mask.png.txt')
+    with open(not_an_image, 'w') as f:
+      f.write('not a picture')
     cases = [
         (['--config.edit.pixels=3,3', '--config.edit.color=bluish'],
          'Cannot parse color'),
@@ -81,17 +92,43 @@ class EditCliTest(absltest.TestCase):
          ('No code bank', "'nope' is not in")),
         (['--config.edit.operation=swap', '--config.edit.code_a=9'],
          'outside the code table'),
+        (['--config.edit.pixels=3,3', '--config.edit.views=abc'],
+         "edit.views=('abc',) must be view indices"),
+        (['--config.edit.pixels=3;4'],
+         "Cannot parse edit.pixels='3;4': '3' is not one \"row,col\" pair"),
+        ([f'--config.edit.mask={not_an_image}'],
+         f'Mask file {not_an_image} is not an image'),
     ]
     for args, message in cases:
       proc = cli_test.run_main(*self.config, '--mode=edit',
                                '--config.edit.name=bad', *args,
                                expect_ok=False)
-      self.assertNotEqual(proc.returncode, 0, args)
+      self.assertEqual(proc.returncode, 2, args)
       messages = (message,) if isinstance(message, str) else message
       self.assertTrue(any(m in proc.stderr for m in messages),
                       f'{args}: {proc.stderr[-2000:]}')
+      cli_test.assert_one_line_error(self, proc.stderr, '')
       self.assertFalse(os.path.exists(os.path.join(self.workdir, 'edit',
                                                    'bad')), args)
+
+  def test_edit_names_that_leave_their_folder_delete_nothing(self):
+    run = os.path.join(self.tmp.name, 'names', 'run')
+    shutil.copytree(self.workdir, run)
+    config = self.config[:-1] + [f'--workdir={run}']
+    # An earlier edit and the bank, which a bad name used to delete.
+    cli_test.run_main(*config, '--mode=edit', '--config.edit.name=keep',
+                      '--config.edit.pixels=6,6;7,7')
+    before = _files(os.path.dirname(run))
+    for name in ('..', '.', '', 'a/b', '../../x'):
+      with self.subTest(name=name):
+        proc = cli_test.run_main(*config, '--mode=edit',
+                                 f'--config.edit.name={name}',
+                                 '--config.edit.pixels=6,6', expect_ok=False)
+        self.assertEqual(proc.returncode, 2)
+        cli_test.assert_one_line_error(self, proc.stderr,
+                                       f'edit.name={name!r} is not a plain '
+                                       'name')
+        self.assertEqual(_files(os.path.dirname(run)), before)
 
   def test_benchmark_report_has_every_method(self):
     cli_test.run_main(*self.config, '--mode=edit',

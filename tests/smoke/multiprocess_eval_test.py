@@ -20,6 +20,7 @@ import numpy as np
 
 from condnerf import codes
 from condnerf.data import procedural
+from tests.smoke.cli_test import assert_one_line_error
 from tests.smoke.cli_test import run_main  # same 2-device env.
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -114,6 +115,18 @@ class MultiProcessEvalTest(absltest.TestCase):
                     '--process_id=1', '--init_timeout=5', expect_ok=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn(address, proc.stderr)
+    self.assertLess(time.time() - start, 90)
+
+  def test_process_0_without_peers_exits_with_a_message(self):
+    start = time.time()
+    proc = run_main(*self.config, f'--workdir={self.workdir}', '--mode=eval',
+                    f'--coordinator=127.0.0.1:{free_port()}',
+                    '--num_processes=2', '--process_id=0',
+                    '--init_timeout=5', expect_ok=False)
+    # Not the runtime's native abort (SIGABRT): a message and code 2.
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    assert_one_line_error(self, proc.stderr,
+                          'not all 2 processes connected to the coordinator')
     self.assertLess(time.time() - start, 90)
 
 

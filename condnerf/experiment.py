@@ -1,0 +1,246 @@
+"""The experiment: what train, eval, edit, notebooks and the benchmark share.
+
+Owns `Experiment` (a config turned into scene, model, optimizer, mesh and
+jitted steps), `build_experiment`, `load_scene`, starting a run's state
+(`restore_or_init`, with transfer of another run's field weights by
+`transfer_params`) and `load_trained`, the one way every reader gets a
+trained run's latest good state (read-only). It does not own the steps
+themselves (`train_lib`), the loop (`train_lib.train_and_evaluate`) or the
+checkpoint format (`checkpointing`).
+"""
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+
+from condnerf import checkpointing
+from condnerf import errors
+from condnerf import inference
+from condnerf import models
+from condnerf import optim
+from condnerf import parallel
+from condnerf import train_lib
+from condnerf import workdir as workdir_lib
+from condnerf.data import scenes
+
+
+@dataclasses.dataclass
+class Experiment:
+  """What train, eval, edit and notebooks share, built once from a config.
+
+  Attributes:
+    config: the resolved ConfigDict.
+    scene: the `data.base.Scene`.
+    model: unbound `models.ConditionalNeRF`.
+    optimizer: optax transform over {'params', 'codes'}.
+    mesh: the ('data',) mesh over all devices.
+    init_state: key -> replicated `TrainState` (jitted).
+    train_step: from `make_train_step`.
+    render_step: from `inference.make_render_step`.
+    codes_render_step: from `inference.make_codes_render_step` (one render
+      of the same rays under a whole table of codes).
+  """
+  config: ml_collections.ConfigDict
+  scene: Any
+  model: Any
+  optimizer: Any
+  mesh: Any
+  init_state: Callable
+  train_step: Callable
+  render_step: Callable
+  codes_render_step: Callable
+
+  def abstract_state(self):
+    """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
+    return jax.eval_shape(self.init_state, jax.random.key(0))
+
+  def render(self, state, rays, chunk=None):
+    """Renders numpy rays [H, W] (or [N]) with the state's params and codes."""
+    chunk = chunk or self.config.eval.chunk
+    if rays.code_ids.ndim == 2:
+      return inference.render_image(self.render_step, state.params,
+                                    state.codes, rays, chunk, self.mesh)
+    return inference.render_rays(self.render_step, state.params, state.codes,
+                                 rays, chunk, self.mesh)
+
+
+def load_scene(data_cfg, share=None):
+  """Loads the dataset named by `config.data` (see `data.scenes`).
+
+  Args:
+    data_cfg: the `config.data` section.
+    share: None, or a `data.base.Share`: read only this process's frames of
+      the val and test splits (multi-process evaluation).
+  """
+  return scenes.load_scene(
+      data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
+      num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
+      factor=data_cfg.factor, max_frames=data_cfg.max_frames,
+      holdout=data_cfg.holdout, share=share)
+
+
+def build_experiment(config, scene=None, mesh=None):
+  """Turns a config into everything a run needs.
+
+  Args:
+    config: ConfigDict from `configs.base.get_config` (or a diff of it).
+    scene: an already loaded scene (else loaded from `config.data`).
+    mesh: a mesh (default: all devices).
+  Returns:
+    `Experiment`.
+  Raises:
+    errors.ConfigError: a config value that cannot work (checked before
+      the data loads where it can be).
+  """
+  check_config(config)
+  scene = load_scene(config.data) if scene is None else scene
+  mesh = parallel.create_mesh() if mesh is None else mesh
+  parallel.check_divisible(config.train.batch_size, mesh, 'train.batch_size')
+  if config.train.random_background and scene.train.alphas is None:
+    raise errors.ConfigError(
+        'train.random_background needs training images with an alpha '
+        f'channel, and the {config.data.name!r} scene at '
+        f'{config.data.path!r} has none; set '
+        '--config.train.random_background=False.')
+  model_cfg = config.model.to_dict()
+  for section in ('field', 'proposal_field'):
+    if not model_cfg[section]['scene_bound']:
+      model_cfg[section]['scene_bound'] = float(scene.scene_bound)
+  model = models.build_model(config.model_name, model_cfg, scene.background)
+  optimizer = optim.make_optimizer(config.optim, config.train.steps,
+                                   freeze_patterns(config.train.freeze))
+  init_state = jax.jit(
+      lambda key: train_lib.create_train_state(
+          model, optimizer, key, scene.num_codes, config.codes.dim,
+          config.codes.init_scale),
+      out_shardings=parallel.replicated(mesh))
+  loss_fn = train_lib.make_loss_fn(
+      model, config.train.coarse_loss_weight,
+      config.train.interlevel_loss_weight, config.codes.prior_weight)
+  train_step = train_lib.make_train_step(
+      model, optimizer, mesh, loss_fn, config.train.randomized,
+      config.train.random_background)
+  return Experiment(config=config, scene=scene, model=model,
+                    optimizer=optimizer, mesh=mesh, init_state=init_state,
+                    train_step=train_step,
+                    render_step=inference.make_render_step(model, mesh),
+                    codes_render_step=inference.make_codes_render_step(
+                        model, mesh))
+
+
+SPLITS = ('train', 'val', 'test')
+
+
+def freeze_patterns(text):
+  """`train.freeze` ('a,b') as a list of regular expressions."""
+  return [p.strip() for p in text.split(',') if p.strip()]
+
+
+def check_config(config):
+  """Refuses config values that would fail later, naming the setting.
+
+  Model names (sampler, encoding, conditioning, ...) are checked by
+  `models.build_model`, learning rates and `train.freeze` by
+  `optim.make_optimizer`; this checks what no builder reads early.
+
+  Raises:
+    errors.ConfigError: the first bad value.
+  """
+  if config.eval.split not in SPLITS:
+    raise errors.ConfigError(
+        f'eval.split={config.eval.split!r} is not a split; choose one of '
+        f'{list(SPLITS)}.')
+  if config.train.steps < 1 or config.train.batch_size < 1:
+    raise errors.ConfigError(
+        f'train.steps={config.train.steps} and train.batch_size='
+        f'{config.train.batch_size} must be positive.')
+  if config.train.minutes < 0:
+    raise errors.ConfigError(f'train.minutes={config.train.minutes} must be '
+                             '>= 0 (0 = no time budget).')
+
+
+def restore_or_init(experiment, ckpt, key):
+  """Latest good checkpoint of `ckpt`, else a fresh state.
+
+  Returns:
+    (TrainState, restored: bool).
+  Raises:
+    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
+  """
+  abstract = experiment.abstract_state()
+  restored, step = ckpt.restore(abstract.as_dict())
+  if restored is None:
+    state = experiment.init_state(key)
+    source = experiment.config.train.init_from
+    if source:
+      state = state.replace(params=transfer_params(experiment, source))
+    return state, False
+  return train_lib.TrainState(**restored), True
+
+
+def transfer_params(experiment, source_workdir):
+  """Field weights of another run's latest checkpoint, for a new run.
+
+  The source model must have the same field architecture; its codes and
+  optimizer state are not used (the new scene has its own codes).
+
+  Raises:
+    errors.ConfigError: the source has no checkpoint.
+    checkpointing.CheckpointMismatchError: the architectures differ.
+  """
+  src_dir = workdir_lib.checkpoint_dir(source_workdir)
+  if not os.path.isdir(src_dir):
+    raise errors.ConfigError(f'train.init_from={source_workdir} has no '
+                             'checkpoints/ folder to start from.')
+  src = checkpointing.Checkpointer(src_dir, read_only=True)
+  try:
+    params, step = src.restore_entry('params',
+                                     experiment.abstract_state().params)
+  finally:
+    src.close()
+  if params is None:
+    raise errors.ConfigError(f'train.init_from={source_workdir} has no '
+                             'checkpoint to start from.')
+  logging.info('Starting from the field weights of %s step %d.',
+               source_workdir, step)
+  return parallel.replicate(params, experiment.mesh)
+
+
+class NoCheckpointError(errors.UserError, FileNotFoundError):
+  """The workdir has no checkpoint to evaluate or edit."""
+
+
+def load_trained(config, workdir, experiment=None):
+  """Builds the experiment of `config` and restores its latest checkpoint.
+
+  Args:
+    config: the ConfigDict the run was trained with.
+    workdir: the run's folder.
+    experiment: a prebuilt `Experiment` (optional).
+  Returns:
+    (experiment, state).
+  Raises:
+    NoCheckpointError: nothing to restore.
+    checkpointing.CheckpointMismatchError: the checkpoint is of another model.
+  """
+  exp = build_experiment(config) if experiment is None else experiment
+  ckpt_dir = workdir_lib.checkpoint_dir(workdir)
+  if not os.path.isdir(ckpt_dir):  # do not create folders in a wrong path.
+    raise NoCheckpointError(
+        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
+        'same --workdir.')
+  # Read-only: a training may be writing here right now.
+  ckpt = checkpointing.Checkpointer(ckpt_dir, read_only=True)
+  try:
+    restored, _ = ckpt.restore(exp.abstract_state().as_dict())
+  finally:
+    ckpt.close()
+  if restored is None:
+    raise NoCheckpointError(
+        f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
+        'same --workdir.')
+  return exp, train_lib.TrainState(**restored)

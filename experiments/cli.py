@@ -1,0 +1,90 @@
+"""What every runner shares: CPU devices, flag parsing and one-line errors.
+
+Import this module before jax in a runner (`from experiments import cli` as
+its first import): on a CPU host it exposes every core as a device, so the
+data-parallel steps use them all (no effect on GPU/TPU backends). Then
+`cli.run(main)` starts the absl app with:
+  * one-line errors: a `condnerf.errors.UserError` (bad data, config, edit,
+    checkpoint, run folder, start-up) or a bad flag prints `error: ...` on
+    one line and exits with code 2; `--verbosity=1` shows the traceback;
+  * an interrupted training (Ctrl-C, SIGTERM) prints where it stopped and
+    exits with 128 + the signal number;
+  * logging at WARNING unless `--verbosity` is given (Orbax logs every save
+    at INFO).
+"""
+
+import os
+
+os.environ.setdefault(
+    'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import re
+import signal
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from condnerf import errors
+
+USER_ERROR_EXIT = 2
+
+
+def fail(message):
+  """Prints `error: message` on one line and exits with code 2."""
+  print(f'error: {message}', file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_EXIT)
+
+
+def _flag_message(error, argv):
+  """A bad flag or config override, as one readable line."""
+  text = str(error)
+  if isinstance(error, (AttributeError, KeyError)):
+    # ml_collections reports an unknown key as the repr of a KeyError.
+    text = text.replace('\\n', '\n').replace("\\'", "'")
+    key = re.search(r"'([^'\s]+)'", text)
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    name = key.group(1) if key else text.strip('\'"')
+    override = next((a for a in argv[1:] if a.startswith('--config.') and
+                     f'.{name}.' in a.split('=', 1)[0] + '.'), None)
+    text = f'unknown config key {name!r}'
+    text += f' in {override}' if override else ''
+    text += f' (did you mean {hint.group(1)!r}?)' if hint else ''
+    text += '; the config is locked, so overrides must name existing fields'
+  return errors.one_line(text)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag or config key as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError,
+          ValueError) as e:
+    fail(_flag_message(e, argv) + ' (see --helpfull)')
+
+
+def _verbose():
+  return flags.FLAGS['verbosity'].present and flags.FLAGS.verbosity >= 1
+
+
+def run(main):
+  """`app.run(main)` with the behaviour in the module docstring."""
+
+  def guarded(argv):
+    if not flags.FLAGS['verbosity'].present:
+      logging.set_verbosity(logging.WARNING)
+    try:
+      return main(argv)
+    except errors.UserError as e:
+      if _verbose():
+        raise
+      fail(errors.one_line(e))
+    except KeyboardInterrupt as e:
+      if _verbose():
+        raise
+      print(str(e) or 'Interrupted.', file=sys.stderr, flush=True)
+      sys.exit(128 + getattr(e, 'signum', signal.SIGINT))
+
+  app.run(guarded, flags_parser=parse_flags)

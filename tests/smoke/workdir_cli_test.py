@@ -1,0 +1,143 @@
+"""A running training's folder, through the CLI: readers, a second training,
+Ctrl-C and resume.
+
+The training runs in the background on 2 forced CPU devices while other
+commands use its folder.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+from absl.testing import absltest
+
+from condnerf import checkpointing
+from condnerf import workdir as workdir_lib
+from condnerf.data import procedural
+from tests.smoke import cli_test
+
+
+def _wait_for(predicate, timeout, what, proc=None):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    if proc is not None and proc.poll() is not None:
+      raise AssertionError(f'the training exited early while waiting for '
+                           f'{what}:\n{proc.stderr.read()[-3000:]}')
+    if time.monotonic() > deadline:
+      raise AssertionError(f'timed out waiting for {what}')
+    time.sleep(0.2)
+
+
+def _steps(workdir):
+  folder = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(folder):
+    return []
+  return sorted(int(n) for n in os.listdir(folder) if n.isdigit())
+
+
+class WorkdirCliTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(cls.tmp.name, 'chair')
+    procedural.write_chair_dataset(data, resolution=16, num_train=4,
+                                   num_val=1, num_test=2)
+    cls.config = ['--config=experiments/configs/lego.py:runlocal',
+                  f'--config.data.path={data}', '--config.train.val_every=0',
+                  '--config.train.log_every=5']
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  def _start(self, workdir, *args):
+    return subprocess.Popen(
+        cli_test.command(*self.config, f'--workdir={workdir}', *args),
+        cwd=cli_test.REPO, env=cli_test.env(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+  def test_readers_and_a_second_training_leave_a_training_alone(self):
+    workdir = os.path.join(self.tmp.name, 'busy')
+    # Saves every 3 steps (about 0.3 s each here), so the training outlives
+    # the readers and they meet its in-flight saves (tmp folders).
+    train = self._start(workdir, '--config.train.steps=600',
+                        '--config.train.checkpoint_every=3',
+                        '--config.train.keep_checkpoints=2')
+    try:
+      _wait_for(lambda: _steps(workdir), 180, 'a first checkpoint', train)
+      self.assertEqual(workdir_lib.read_lock(workdir)['pid'], train.pid)
+      second = cli_test.run_main(*self.config, f'--workdir={workdir}',
+                                 expect_ok=False)
+      self.assertEqual(second.returncode, 2)
+      cli_test.assert_one_line_error(
+          self, second.stderr, f'is in use by a training: pid {train.pid}')
+      cli_test.run_main(*self.config, f'--workdir={workdir}', '--mode=eval')
+      cli_test.run_main(*self.config, f'--workdir={workdir}',
+                        '--mode=edit', '--config.edit.operation=swap',
+                        '--config.edit.name=during')
+      # Every reader ran while the training held its folder.
+      self.assertIsNotNone(workdir_lib.read_lock(workdir),
+                           'the training ended before the readers did')
+      saved = _steps(workdir)[-1]
+      _, err = train.communicate(timeout=600)
+    finally:
+      if train.poll() is None:
+        train.kill()
+    self.assertEqual(train.returncode, 0, err[-3000:])
+    self.assertGreater(_steps(workdir)[-1], saved)  # it kept saving.
+    self.assertNotIn('interrupted', err)
+    self.assertIsNone(workdir_lib.read_lock(workdir))
+    self.assertFalse(os.path.exists(os.path.join(workdir,
+                                                 workdir_lib.LOCK_FILE)))
+
+  def test_ctrl_c_saves_the_current_step_and_resume_continues(self):
+    workdir = os.path.join(self.tmp.name, 'interrupted')
+    train = self._start(workdir, '--config.train.steps=1000000',
+                        '--config.train.checkpoint_every=1000000')
+    try:
+      _wait_for(lambda: os.path.exists(os.path.join(workdir,
+                                                    'metrics.jsonl')),
+                180, 'training to log', train)
+      train.send_signal(signal.SIGINT)
+      _, err = train.communicate(timeout=120)
+    finally:
+      if train.poll() is None:
+        train.kill()
+    self.assertEqual(train.returncode, 128 + signal.SIGINT, err[-3000:])
+    lines = [line for line in err.splitlines() if 'Interrupted at' in line]
+    self.assertLen(lines, 1, err[-3000:])
+    step = int(lines[0].split('Interrupted at step ')[1].split(';')[0])
+    self.assertIn(f'saved it in {workdir}/checkpoints', lines[0])
+    self.assertEqual(_steps(workdir), [step])  # no periodic save was due.
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                      read_only=True)
+    self.assertEqual(ckpt.all_steps(), [step])
+    # Resuming for two more steps is a config change, refused without the
+    # flag and recorded with it.
+    proc = cli_test.run_main(*self.config, f'--workdir={workdir}',
+                             f'--config.train.steps={step + 2}',
+                             expect_ok=False)
+    self.assertEqual(proc.returncode, 2)
+    cli_test.assert_one_line_error(self, proc.stderr,
+                                   f'train.steps: 1000000 -> {step + 2}')
+    proc = cli_test.run_main(*self.config, f'--workdir={workdir}',
+                             f'--config.train.steps={step + 2}',
+                             '--allow_config_change')
+    self.assertIn(f'Resumed from step {step} of {step + 2}', proc.stderr)
+    self.assertEqual(_steps(workdir)[-1], step + 2)
+    self.assertEqual(
+        [h['step'] for h in workdir_lib.config_history(workdir)], [step])
+    with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+      rows = [json.loads(line) for line in f]
+    keys = [(r['step'], r['split']) for r in rows]
+    self.assertLen(set(keys), len(keys))
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,19 +1,28 @@
 """The procedural scene: a red chair of boxes, ray-traced exactly.
 
-The chair is six axis-aligned boxes (seat, back, four legs) inside
-[-1, 1]^3 with +z up, the back on the +y side. Shading is Lambertian with one
-fixed directional light plus ambient light and no shadows; every part has its
-own reddish color. The background is white. Rendering intersects each pixel
-center's ray with every box (slab method, float64, vectorised numpy), so depth
-and mask are exact and the result is deterministic; there is no
-supersampling, so alpha is 0 or 1.
+The chair is six axis-aligned boxes inside [-1, 1]^3 with +z up, the back on
+the +y side, grouped into four named parts (`PARTS`): `seat`, `back`,
+`front_legs` (two boxes) and `back_legs` (two boxes). Every part has its own
+base color (`PART_COLORS`, reddish by default; a render may pass another
+table). Shading is Lambertian under one directional light plus ambient light
+(`Light`; by default `LIGHT_DIRECTION`, `DIFFUSE`, `AMBIENT`), no shadows:
+  rgb = clip(color * (ambient + intensity * max(0, n . l)), 0, 1).
+The background is white. Rendering intersects each ray with every box (slab
+method, float64, vectorised numpy), so depth, mask and part ids are exact and
+the result is deterministic; optional k x k supersampling antialiases color,
+alpha and part coverage.
 
-Owns the scene geometry, the renderer, random hemisphere cameras and writing
-the scene as a Blender-format dataset (RGBA PNG, `transforms_*.json` with
-per-frame `depth_file_path`). No jax.
+Owns the scene geometry, the part and light parameters, the renderer
+(`render_chair_full`, and `render_chair` for color, alpha and depth only),
+random hemisphere cameras and writing the default-material scene as a
+Blender-format dataset (RGBA PNG, `transforms_*.json` with per-frame
+`depth_file_path`). Material variants of the chair are `materials`' job.
+No jax.
 """
 
+import dataclasses
 import json
+import math
 import os
 
 import numpy as np
@@ -34,6 +43,18 @@ CHAIR_BOXES = {
     'leg_back_right': ((0.43, 0.43, -1.0), (0.55, 0.55, -0.1),
                        (0.60, 0.10, 0.05)),
 }
+# Named parts, in part-id order; every box belongs to exactly one.
+PARTS = ('seat', 'back', 'front_legs', 'back_legs')
+BOX_PARTS = {
+    'seat': 'seat',
+    'back': 'back',
+    'leg_front_left': 'front_legs',
+    'leg_front_right': 'front_legs',
+    'leg_back_left': 'back_legs',
+    'leg_back_right': 'back_legs',
+}
+# part -> default base color: that of its boxes (which agree).
+PART_COLORS = {BOX_PARTS[name]: box[2] for name, box in CHAIR_BOXES.items()}
 # Unit vector towards the light (from above, front, left).
 LIGHT_DIRECTION = tuple(np.array([-0.4, -0.6, 1.0]) /
                         np.linalg.norm([-0.4, -0.6, 1.0]))
@@ -47,11 +68,95 @@ NEAR, FAR, SCENE_BOUND = 2.0, 6.0, 1.5
 _CHUNK = 1 << 16
 
 
+@dataclasses.dataclass(frozen=True)
+class Light:
+  """A directional light plus ambient light; the defaults are the scene's.
+
+  Attributes:
+    direction: 3 floats, unit vector from the surface towards the light. A
+      direction within 1e-9 of unit length is kept exactly as given (so one
+      read back from json renders bit for bit alike); others are normalized.
+    intensity: diffuse intensity, >= 0.
+    ambient: ambient intensity, >= 0.
+  """
+  direction: tuple = LIGHT_DIRECTION
+  intensity: float = DIFFUSE
+  ambient: float = AMBIENT
+
+  def __post_init__(self):
+    direction = np.asarray(self.direction, np.float64)
+    norm = np.linalg.norm(direction) if direction.shape == (3,) else 0.0
+    if not np.isfinite(norm) or norm == 0.0:
+      raise ValueError('Light direction must be 3 finite numbers, not all '
+                       f'zero; got {self.direction!r}.')
+    if abs(norm - 1.0) > 1e-9:  # Else keep the given bits.
+      direction = direction / norm
+    for name in ('intensity', 'ambient'):
+      value = getattr(self, name)
+      if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f'Light {name} must be a finite number >= 0, got '
+                         f'{value!r}.')
+      object.__setattr__(self, name, float(value))
+    object.__setattr__(self, 'direction',
+                       tuple(float(v) for v in direction))
+
+  def to_json(self):
+    """{'direction': [x, y, z], 'intensity': i, 'ambient': a}."""
+    return {'direction': list(self.direction), 'intensity': self.intensity,
+            'ambient': self.ambient}
+
+
+def as_light(light):
+  """A `Light` from None (the default light), a `Light` or its json dict."""
+  if light is None:
+    return Light()
+  if isinstance(light, Light):
+    return light
+  if isinstance(light, dict) and set(light) == {'direction', 'intensity',
+                                                'ambient'}:
+    return Light(**light)
+  raise ValueError('light must be None, a procedural.Light or a dict with '
+                   f'"direction", "intensity" and "ambient"; got {light!r}.')
+
+
+def as_part_colors(part_colors):
+  """The base color of every part as an array.
+
+  Args:
+    part_colors: None (the defaults, `PART_COLORS`), f32[num_parts, 3] rows
+      in `PARTS` order, or a dict part name -> rgb (parts it leaves out keep
+      their default color).
+  Returns:
+    f64[num_parts, 3] colors in [0, 1].
+  Raises:
+    ValueError: on an unknown part name, a wrong shape or values outside
+      [0, 1].
+  """
+  table = np.array([PART_COLORS[part] for part in PARTS], np.float64)
+  if isinstance(part_colors, dict):
+    unknown = sorted(set(part_colors) - set(PARTS))
+    if unknown:
+      raise ValueError(f'Unknown chair parts {unknown}; the parts are '
+                       f'{list(PARTS)}.')
+    for part, color in part_colors.items():
+      table[PARTS.index(part)] = np.asarray(color, np.float64).reshape(3)
+  elif part_colors is not None:
+    table = np.asarray(part_colors, np.float64)
+    if table.shape != (len(PARTS), 3):
+      raise ValueError(f'part_colors must be [{len(PARTS)}, 3] (rows in '
+                       f'order {list(PARTS)}), got shape {table.shape}.')
+  if not np.all((table >= 0) & (table <= 1)):
+    raise ValueError(f'Part colors must lie in [0, 1], got {table.tolist()}.')
+  return table
+
+
 def _box_arrays():
+  """Lower and upper corners f64[B, 3] and the part id i32[B] of every box."""
   lower = np.array([box[0] for box in CHAIR_BOXES.values()], np.float64)
   upper = np.array([box[1] for box in CHAIR_BOXES.values()], np.float64)
-  color = np.array([box[2] for box in CHAIR_BOXES.values()], np.float64)
-  return lower, upper, color
+  part = np.array([PARTS.index(BOX_PARTS[name]) for name in CHAIR_BOXES],
+                  np.int32)
+  return lower, upper, part
 
 
 def intersect_boxes(origins, directions, lower, upper):
@@ -87,53 +192,54 @@ def intersect_boxes(origins, directions, lower, upper):
   return tdist, box.astype(np.int32), normal
 
 
-def render_chair(poses, intrinsics, height, width, supersample=1):
-  """Ray-traces the chair, antialiased with k x k rays per pixel.
+@dataclasses.dataclass
+class ChairRender:
+  """Everything `render_chair_full` knows about N images.
 
-  Args:
-    poses: f32[N, 4, 4], camera-to-world (OpenGL axes).
-    intrinsics: f32[N, 4], (fx, fy, cx, cy) in pixels.
-    height: image height in pixels.
-    width: image width in pixels.
-    supersample: odd k; each pixel averages a k x k grid of rays (box
-      filter, premultiplied), like an antialiased render. 1 = one ray through
-      the pixel center.
-  Returns:
+  Attributes:
     rgb: f32[N, H, W, 3], straight (un-premultiplied) color in [0, 1]; the
       white background color where nothing is hit.
     alpha: f32[N, H, W], the fraction of the pixel's rays that hit the chair
-      (exactly 0 or 1 when supersample == 1).
+      (exactly 0 or 1 without supersampling).
     depth: f32[N, H, W], distance to the hit along the pixel-center ray, inf
       where that ray misses.
+    part_id: i32[N, H, W], index into `PARTS` of the part the pixel-center ray
+      hits, -1 where it misses.
+    coverage: f32[N, H, W, num_parts], the fraction of the pixel's rays that
+      hit each part; sums to `alpha` over the last axis (up to float32
+      rounding; exactly without supersampling).
+    normal: f32[N, H, W, 3], outward unit normal where the pixel-center ray
+      hits, 0 where it misses.
   """
-  if supersample != 1:
-    k = int(supersample)
-    if k < 1 or k % 2 == 0:
-      raise ValueError(f'supersample must be an odd integer, got {k}.')
-    fine = np.asarray(intrinsics, np.float64).reshape(-1, 4) * k
-    rgb, alpha, depth = render_chair(poses, fine, height * k, width * k)
-    blocks = lambda x: x.reshape(x.shape[0], height, k, width, k,
-                                 *x.shape[3:])
-    coverage = blocks(alpha).mean(axis=(2, 4))
-    color = blocks(rgb * alpha[..., None]).mean(axis=(2, 4))
-    straight = np.where(coverage[..., None] > 0,
-                        color / np.maximum(coverage[..., None], 1e-12),
-                        np.asarray(BACKGROUND, np.float32))
-    center = blocks(depth)[:, :, k // 2, :, k // 2]
-    return (straight.astype(np.float32), coverage.astype(np.float32),
-            center.astype(np.float32))
+  rgb: np.ndarray
+  alpha: np.ndarray
+  depth: np.ndarray
+  part_id: np.ndarray
+  coverage: np.ndarray
+  normal: np.ndarray
+
+
+def _check_supersample(supersample):
+  k = int(supersample)
+  if k != supersample or k < 1 or k % 2 == 0:
+    raise ValueError(f'supersample must be an odd integer, got {supersample}.')
+  return k
+
+
+def _trace(poses, intrinsics, height, width, box_colors, light):
+  """Traces one ray through every pixel center; see `render_chair_full`."""
   poses = np.asarray(poses, np.float64).reshape(-1, 4, 4)
   intrinsics = np.asarray(intrinsics, np.float64).reshape(-1, 4)
-  lower, upper, colors = _box_arrays()
-  light = np.asarray(LIGHT_DIRECTION)
+  lower, upper, box_part = _box_arrays()
+  direction = np.asarray(light.direction)
   pixels = cameras.image_pixels(height, width).reshape(-1, 2).astype(
       np.float64)
   row, col = pixels[:, 0], pixels[:, 1]
-  num = len(poses)
-  rgb = np.empty((num, height * width, 3), np.float32)
-  alpha = np.empty((num, height * width), np.float32)
-  depth = np.empty((num, height * width), np.float32)
-  for i in range(num):
+  shape = (len(poses), height * width)
+  rgb, normals = (np.empty(shape + (3,), np.float32) for _ in range(2))
+  alpha, depth = (np.empty(shape, np.float32) for _ in range(2))
+  part = np.empty(shape, np.int32)
+  for i in range(len(poses)):
     fx, fy, cx, cy = intrinsics[i]
     for start in range(0, height * width, _CHUNK):
       rows = slice(start, start + _CHUNK)
@@ -145,13 +251,88 @@ def render_chair(poses, intrinsics, height, width, supersample=1):
       origins = np.broadcast_to(poses[i, :3, 3], directions.shape)
       tdist, box, normal = intersect_boxes(origins, directions, lower, upper)
       hit = np.isfinite(tdist)
-      shade = AMBIENT + DIFFUSE * np.maximum(normal @ light, 0.0)
-      color = np.clip(colors[box] * shade[:, None], 0.0, 1.0)
+      shade = light.ambient + light.intensity * np.maximum(normal @ direction,
+                                                           0.0)
+      color = np.clip(box_colors[box] * shade[:, None], 0.0, 1.0)
       rgb[i, rows] = np.where(hit[:, None], color, np.asarray(BACKGROUND))
       alpha[i, rows] = hit
       depth[i, rows] = tdist
-  shape = (num, height, width)
-  return rgb.reshape(shape + (3,)), alpha.reshape(shape), depth.reshape(shape)
+      part[i, rows] = np.where(hit, box_part[box], -1)
+      normals[i, rows] = normal
+  image = (len(poses), height, width)
+  return ChairRender(
+      rgb=rgb.reshape(image + (3,)), alpha=alpha.reshape(image),
+      depth=depth.reshape(image), part_id=part.reshape(image),
+      coverage=np.zeros(image + (0,), np.float32),  # Set by the caller.
+      normal=normals.reshape(image + (3,)))
+
+
+def _antialias(fine, k, height, width):
+  """Averages the k x k rays of every pixel of a k-times finer render."""
+  blocks = lambda x: x.reshape(x.shape[0], height, k, width, k, *x.shape[3:])
+  center = lambda x: blocks(x)[:, :, k // 2, :, k // 2]
+  coverage = blocks(fine.alpha).mean(axis=(2, 4))
+  color = blocks(fine.rgb * fine.alpha[..., None]).mean(axis=(2, 4))
+  straight = np.where(coverage[..., None] > 0,
+                      color / np.maximum(coverage[..., None], 1e-12),
+                      np.asarray(BACKGROUND, np.float32))
+  parts = blocks(fine.part_id)
+  per_part = np.stack([(parts == p).mean(axis=(2, 4), dtype=np.float32)
+                       for p in range(len(PARTS))], -1)
+  return ChairRender(
+      rgb=straight.astype(np.float32), alpha=coverage.astype(np.float32),
+      depth=center(fine.depth).astype(np.float32),
+      part_id=center(fine.part_id), coverage=per_part,
+      normal=center(fine.normal))
+
+
+def render_chair_full(poses, intrinsics, height, width, supersample=1,
+                      part_colors=None, light=None):
+  """Ray-traces the chair with any part colors and light.
+
+  Args:
+    poses: f32[N, 4, 4], camera-to-world (OpenGL axes).
+    intrinsics: f32[N, 4], (fx, fy, cx, cy) in pixels.
+    height: image height in pixels.
+    width: image width in pixels.
+    supersample: odd k; each pixel averages a k x k grid of rays (box
+      filter, premultiplied), like an antialiased render. 1 = one ray through
+      the pixel center.
+    part_colors: None (`PART_COLORS`), f32[num_parts, 3] in `PARTS` order,
+      or a dict part -> rgb; see `as_part_colors`.
+    light: None (the default light), a `Light` or its json dict.
+  Returns:
+    `ChairRender` (rgb, alpha, depth, part_id, coverage, normal).
+  Raises:
+    ValueError: on an even supersample, bad part colors or a bad light.
+  """
+  k = _check_supersample(supersample)
+  box_colors = as_part_colors(part_colors)[_box_arrays()[2]]
+  light = as_light(light)
+  if k == 1:
+    render = _trace(poses, intrinsics, height, width, box_colors, light)
+    coverage = render.part_id[..., None] == np.arange(len(PARTS))
+    return dataclasses.replace(render, coverage=coverage.astype(np.float32))
+  fine = np.asarray(intrinsics, np.float64).reshape(-1, 4) * k
+  return _antialias(_trace(poses, fine, height * k, width * k, box_colors,
+                           light), k, height, width)
+
+
+def render_chair(poses, intrinsics, height, width, supersample=1):
+  """Ray-traces the chair with its default colors and light.
+
+  Args:
+    poses: f32[N, 4, 4], camera-to-world (OpenGL axes).
+    intrinsics: f32[N, 4], (fx, fy, cx, cy) in pixels.
+    height: image height in pixels.
+    width: image width in pixels.
+    supersample: odd k, rays per pixel side; see `render_chair_full`.
+  Returns:
+    rgb: f32[N, H, W, 3], alpha: f32[N, H, W] and depth: f32[N, H, W], as
+      in `ChairRender`.
+  """
+  render = render_chair_full(poses, intrinsics, height, width, supersample)
+  return render.rgb, render.alpha, render.depth
 
 
 def chair_poses(num, seed, radius=4.0):
@@ -178,15 +359,66 @@ def chair_poses(num, seed, radius=4.0):
                   ).reshape(num, 4, 4)
 
 
+def dataset_intrinsics(resolution):
+  """f32[4] (fx, fy, cx, cy) of a square dataset image at `CAMERA_ANGLE_X`."""
+  focal = cameras.focal_from_fov(resolution, CAMERA_ANGLE_X)
+  return np.array([focal, focal, 0.5 * resolution, 0.5 * resolution],
+                  np.float32)
+
+
+def to_rgba8(rgb, alpha):
+  """u8[..., 4]: straight color and alpha, rounded as the dataset PNGs are.
+
+  Args:
+    rgb: f32[..., 3] straight color in [0, 1].
+    alpha: f32[...] alpha in [0, 1].
+  """
+  rgba = np.concatenate([rgb, alpha[..., None]], -1)
+  return np.round(rgba * 255.0).astype(np.uint8)
+
+
+def save_frame(out_dir, stem, pose, rgba, depth):
+  """Writes one view as `<stem>.png` and `<stem>_depth.npy`.
+
+  Args:
+    out_dir: dataset folder.
+    stem: path of the view inside it without extension, e.g. 'train/r_0'.
+    pose: f32[4, 4] camera-to-world.
+    rgba: u8[H, W, 4], see `to_rgba8`.
+    depth: f32[H, W] ray distance, inf on background.
+  Returns:
+    The view's frame entry (`file_path`, `transform_matrix`,
+    `depth_file_path`).
+  """
+  Image.fromarray(rgba).save(os.path.join(out_dir, stem + '.png'))
+  np.save(os.path.join(out_dir, stem + '_depth.npy'), depth)
+  return {
+      'file_path': f'./{stem}',
+      'transform_matrix': np.asarray(pose).astype(float).tolist(),
+      'depth_file_path': f'./{stem}_depth.npy',
+  }
+
+
+def split_meta(frames, seed, resolution, supersample):
+  """Top level of a chair `transforms_<split>.json` holding `frames`."""
+  return {'camera_angle_x': CAMERA_ANGLE_X, 'near': NEAR, 'far': FAR,
+          'scene_bound': SCENE_BOUND,
+          'procedural': {'scene': 'chair', 'seed': seed,
+                         'resolution': resolution,
+                         'supersample': supersample},
+          'frames': frames}
+
+
 def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
                         num_test=16, seed=0, supersample=1):
   """Renders the chair and writes it as a Blender-format dataset.
 
   Layout: `<split>/r_<i>.png` (RGBA, straight alpha), `<split>/r_<i>_depth.npy`
   (f32[H, W] ray distance, inf on background) and `transforms_<split>.json`
-  with `camera_angle_x`, `near` 2, `far` 6, `scene_bound` 1.5 and per frame
-  `file_path`, `transform_matrix`, `depth_file_path`. Existing files of the
-  same names are overwritten.
+  with `camera_angle_x`, `near` 2, `far` 6, `scene_bound` 1.5, `procedural`
+  (scene, seed, resolution, supersample) and per frame `file_path`,
+  `transform_matrix`, `depth_file_path`. Existing files of the same names
+  are overwritten.
 
   Args:
     out_dir: folder to write (created if needed).
@@ -203,9 +435,7 @@ def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
   out_dir = os.fspath(out_dir)
   counts = {'train': num_train, 'val': num_val, 'test': num_test}
   poses = chair_poses(sum(counts.values()), seed)
-  focal = cameras.focal_from_fov(resolution, CAMERA_ANGLE_X)
-  intrinsics = np.array([focal, focal, 0.5 * resolution, 0.5 * resolution],
-                        np.float32)
+  intrinsics = dataset_intrinsics(resolution)
   start = 0
   for split, count in counts.items():
     split_poses = poses[start:start + count]
@@ -214,25 +444,11 @@ def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
     rgb, alpha, depth = render_chair(
         split_poses, np.tile(intrinsics, (count, 1)), resolution, resolution,
         supersample)
-    rgba = np.concatenate([rgb, alpha[..., None]], -1)
-    rgba = np.round(rgba * 255.0).astype(np.uint8)
-    frames = []
-    for i in range(count):
-      stem = f'{split}/r_{i}'
-      Image.fromarray(rgba[i]).save(os.path.join(out_dir, stem + '.png'))
-      np.save(os.path.join(out_dir, stem + '_depth.npy'), depth[i])
-      frames.append({
-          'file_path': f'./{stem}',
-          'transform_matrix': split_poses[i].astype(float).tolist(),
-          'depth_file_path': f'./{stem}_depth.npy',
-      })
-    meta = {'camera_angle_x': CAMERA_ANGLE_X, 'near': NEAR, 'far': FAR,
-            'scene_bound': SCENE_BOUND,
-            'procedural': {'scene': 'chair', 'seed': seed,
-                           'resolution': resolution,
-                           'supersample': supersample},
-            'frames': frames}
+    rgba = to_rgba8(rgb, alpha)
+    frames = [save_frame(out_dir, f'{split}/r_{i}', split_poses[i], rgba[i],
+                         depth[i]) for i in range(count)]
     with open(os.path.join(out_dir, f'transforms_{split}.json'), 'w',
               encoding='utf-8') as f:
-      json.dump(meta, f, indent=2)
+      json.dump(split_meta(frames, seed, resolution, supersample), f,
+                indent=2)
   return out_dir

@@ -27,9 +27,11 @@ setuptools.setup(
     extras_require={
         'test': [
             'pytest>=8,<10',
+            'pytest-xdist>=3.5,<4',
             'nbclient>=0.10,<0.12',
             'nbformat>=5.9,<6',
             'ipykernel>=6.29,<8',
+            'ipywidgets>=8.1,<9',
         ],
     },
 )

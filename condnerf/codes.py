@@ -1,12 +1,18 @@
-"""Appearance codes: a pytree of tables, separate from the field parameters.
+"""Codes: a pytree of tables, separate from the field parameters.
 
-`codes = {'appearance': f32[num_codes, code_dim]}`. The model never owns the
-table; it receives one code vector per ray. Everything here is a pure array
-function, so swapping, interpolating or mixing appearances is plain jnp.
-Row -1 in an id array means "the mean of all codes" (frames that were never
-given a code of their own, e.g. test views in per-frame-code training).
-Named codes travel between runs, notebooks and users in `.npz` code banks
-(`save_bank`, `load_bank`, `bank_code`).
+The code table is a dict of arrays sharing a leading `num_codes` axis:
+  {'appearance': f32[num_codes, code_dim]}                 latent codes
+  {'appearance': ..., 'palette': f32[num_codes, K, 3]}     with a palette head
+One code (a row of every table) is the same dict without the leading axis;
+per-ray codes have a leading `num_rays` axis. The model never owns a table;
+it receives one code per ray. Everything here is a pure function over the
+whole pytree, so swapping, interpolating, mixing or banking a look moves
+every entry together. Row -1 in an id array means "the mean of all codes"
+(frames that were never given a code of their own, e.g. test views in
+per-frame-code training). Named codes travel between runs, notebooks and
+users in `.npz` code banks (`save_bank`, `load_bank`, `bank_code`): entry
+'appearance' under the code's name (the format of banks without palettes),
+any other entry under 'name/entry'.
 """
 
 import os
@@ -18,72 +24,146 @@ import numpy as np
 from condnerf import errors
 from condnerf import workdir as workdir_lib
 
+APPEARANCE = 'appearance'
+PALETTE = 'palette'
 
-def init_codes(key, num_codes, code_dim, scale=0.01):
-  """A fresh code table, small Gaussian entries.
+
+def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0):
+  """A fresh code table.
+
+  Latent codes are small Gaussian entries. Palette colors start uniform in
+  [0.15, 0.85], independently for every code and entry: palettes equal
+  across codes would receive equal gradients wherever the palette weights
+  are still uniform, and the weights could never tell the parts apart.
 
   Args:
     key: jax random key.
     num_codes: rows of the table (>= 1).
-    code_dim: width of each code.
-    scale: standard deviation of the entries.
+    code_dim: width of each latent code.
+    scale: standard deviation of the latent entries.
+    palette_size: K, entries of each code's palette; 0 = no palette.
   Returns:
-    {'appearance': f32[num_codes, code_dim]}.
+    {'appearance': f32[num_codes, code_dim]} (+ 'palette': f32[num_codes, K,
+    3]).
   """
   if num_codes < 1:
     raise ValueError(f'num_codes must be >= 1, got {num_codes}.')
-  table = scale * jax.random.normal(key, (num_codes, code_dim), jnp.float32)
-  return {'appearance': table}
+  codes = {APPEARANCE: scale * jax.random.normal(
+      key, (num_codes, code_dim), jnp.float32)}
+  if palette_size:
+    codes[PALETTE] = jax.random.uniform(
+        jax.random.fold_in(key, 1), (num_codes, palette_size, 3),
+        jnp.float32, 0.15, 0.85)
+  return codes
+
+
+def as_code(code):
+  """A code pytree from a code pytree or a bare latent vector f32[code_dim]."""
+  if isinstance(code, dict):
+    return code
+  return {APPEARANCE: code}
 
 
 def lookup(codes, ids):
-  """Per-ray code vectors from the table.
+  """Per-ray codes from the table.
 
   Args:
-    codes: {'appearance': f32[num_codes, code_dim]}.
+    codes: the code table (see module docstring).
     ids: i32[...], rows of the table; -1 selects the mean code.
   Returns:
-    f32[..., code_dim].
+    The code pytree with leading shape `ids.shape`.
   """
-  table = codes['appearance']
-  rows = jnp.take(table, jnp.maximum(ids, 0), axis=0)
-  mean = jnp.mean(table, axis=0)
-  return jnp.where((ids < 0)[..., None], mean, rows)
+  def one(table):
+    rows = jnp.take(table, jnp.maximum(ids, 0), axis=0)
+    mean = jnp.mean(table, axis=0)
+    mask = (ids < 0).reshape(ids.shape + (1,) * (table.ndim - 1))
+    return jnp.where(mask, mean, rows)
+  return jax.tree.map(one, codes)
+
+
+def broadcast(code, num_rays):
+  """One code repeated for `num_rays` rays (leading axis added)."""
+  return jax.tree.map(
+      lambda x: jnp.broadcast_to(x, (num_rays,) + jnp.shape(x)), code)
+
+
+def row(codes, index):
+  """Row `index` of every table: one code."""
+  return jax.tree.map(lambda table: table[index], codes)
+
+
+def stack(code_list):
+  """A table of codes (each a pytree with the same structure)."""
+  return jax.tree.map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]),
+                      *code_list)
+
+
+def num_rows(codes):
+  """The number of codes in a table."""
+  return int(jax.tree.leaves(codes)[0].shape[0])
 
 
 def interpolate(code_a, code_b, t):
-  """Linear blend `(1 - t) a + t b`.
+  """Linear blend `(1 - t) a + t b` of every entry.
 
   Args:
-    code_a: f32[code_dim].
-    code_b: f32[code_dim].
+    code_a: one code (pytree, or a bare latent vector).
+    code_b: one code of the same structure.
     t: f32[...] blend factors.
   Returns:
-    f32[..., code_dim].
+    The codes with leading shape `t.shape` (a table when t is a vector).
   """
-  t = jnp.asarray(t, jnp.float32)[..., None]
-  return (1.0 - t) * code_a + t * code_b
+  t = jnp.asarray(t, jnp.float32)
+
+  def blend(a, b):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    u = t.reshape(t.shape + (1,) * a.ndim)
+    return (1.0 - u) * a + u * b
+  if isinstance(code_a, dict):
+    return jax.tree.map(blend, code_a, code_b)
+  return blend(code_a, code_b)
 
 
 def mix(table, weights):
-  """Convex (or any) combination of table rows.
+  """Convex (or any) combination of table rows, entry by entry.
 
   Args:
-    table: f32[num_codes, code_dim].
+    table: a code table (pytree), or f32[num_codes, code_dim].
     weights: f32[..., num_codes]; rows are not renormalised.
   Returns:
-    f32[..., code_dim].
+    Codes with leading shape `weights.shape[:-1]`.
   """
-  return jnp.asarray(weights, jnp.float32) @ table
+  weights = jnp.asarray(weights, jnp.float32)
+  return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1), table)
 
 
 def mean_code(codes):
-  """f32[code_dim], the mean appearance code."""
-  return jnp.mean(codes['appearance'], axis=0)
+  """The mean code (one row per entry)."""
+  return jax.tree.map(lambda table: jnp.mean(table, axis=0), codes)
 
 
 class CodeBankError(errors.UserError, KeyError):
   """A code name is missing from a bank, or the bank file is unreadable."""
+
+
+def check_like(code, like, name):
+  """Raises CodeBankError unless `code` has the entries and shapes of `like`.
+
+  Args:
+    code: one code (pytree).
+    like: one code of the run it is meant for (e.g. `row(state.codes, 0)`).
+    name: the code's name, for the message.
+  Returns:
+    `code`.
+  """
+  want = {k: tuple(np.shape(v)) for k, v in like.items()}
+  got = {k: tuple(np.shape(v)) for k, v in code.items()}
+  if want != got:
+    raise CodeBankError(
+        f'Code {name!r} has entries {got} but this run\'s codes have {want} '
+        '(another code width or palette size); use a code saved from a run '
+        'with the same config.')
+  return code
 
 
 def save_bank(path, named_codes):
@@ -91,29 +171,50 @@ def save_bank(path, named_codes):
 
   Args:
     path: the bank file; created if missing.
-    named_codes: dict name -> f32[code_dim].
+    named_codes: dict name -> one code (pytree, or a bare latent vector).
   """
   bank = load_bank(path) if os.path.exists(path) else {}
   for name, code in named_codes.items():
-    code = np.asarray(code, np.float32)
-    if code.ndim != 1:
-      raise ValueError(f'Code {name!r} must be a vector, got {code.shape}.')
-    bank[str(name)] = code
-  workdir_lib.write_atomic(path, lambda f: np.savez(f, **bank), binary=True)
+    name = str(name)
+    if '/' in name:
+      raise CodeBankError(f'Code name {name!r} may not contain "/".')
+    code = {k: np.asarray(v, np.float32) for k, v in as_code(code).items()}
+    if code[APPEARANCE].ndim != 1:
+      raise CodeBankError(f'Code {name!r} must hold one latent vector, got '
+                          f'shape {code[APPEARANCE].shape}.')
+    bank[name] = code
+  arrays = {}
+  for name, code in bank.items():
+    for entry, value in code.items():
+      arrays[name if entry == APPEARANCE else f'{name}/{entry}'] = value
+  workdir_lib.write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def load_bank(path):
-  """dict name -> f32[code_dim] from an `.npz` code bank."""
+  """dict name -> one code (pytree) from an `.npz` code bank."""
   if not os.path.exists(path):
     raise CodeBankError(f'No code bank at {path}; save codes first.')
+  bank = {}
   with np.load(path) as data:
-    return {name: np.asarray(data[name], np.float32) for name in data.files}
+    for key in data.files:
+      name, _, entry = key.partition('/')
+      bank.setdefault(name, {})[entry or APPEARANCE] = np.asarray(
+          data[key], np.float32)
+  return bank
 
 
-def bank_code(path, name):
-  """One named code from a bank; the error lists the names there are."""
+def bank_code(path, name, like=None):
+  """One named code from a bank; the error lists the names there are.
+
+  Args:
+    path: the bank file.
+    name: the code's name.
+    like: optional code of the run it will be used with; its entries and
+      shapes are checked (`check_like`).
+  """
   bank = load_bank(path)
   if name not in bank:
     raise CodeBankError(f'Code {name!r} is not in {path}; it has '
                         f'{sorted(bank)}.')
-  return bank[name]
+  code = bank[name]
+  return code if like is None else check_like(code, like, name)

@@ -3,7 +3,8 @@
 Owns turning host arrays into what a notebook shows: `show` (an image or a
 labelled row of images, as PNG), `show_gif` (an animation, inline; no video
 codec needed) and `show_table` (rows of dicts as a Markdown table, built by
-`markdown_table`). Each can also write what it shows to a file (`save_to`),
+`markdown_table`), and `color_pickers` (ipywidgets, for palette entries).
+Each can also write what it shows to a file (`save_to`),
 which is how the figures in docs/ are exported. IPython is imported only
 when something is displayed, so the library does not depend on it.
 
@@ -129,3 +130,50 @@ def show_table(rows, columns=None, digits=3, save_to=None):
   ipython = _ipython()
   ipython.display(ipython.Markdown(text))
   return text
+
+
+def to_hex(color):
+  """'#rrggbb' of f32[3] in [0, 1] (clipped)."""
+  values = np.round(np.clip(np.asarray(color, np.float64), 0, 1) * 255)
+  return '#' + ''.join(f'{int(v):02x}' for v in values)
+
+
+def color_pickers(colors, on_change, description='entry'):
+  """One ipywidgets color picker per color; `on_change(index, rgb)` on edits.
+
+  Without ipywidgets (or outside a notebook front end, where widgets do not
+  render) this prints a note instead and returns None: call `on_change`
+  yourself to try a color.
+
+  Args:
+    colors: f32[K, 3] starting colors in [0, 1].
+    on_change: called with (index, f32[3]) whenever a picker changes.
+    description: label prefix of each picker.
+  Returns:
+    The list of pickers (their `value` is '#rrggbb'), or None.
+  """
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from IPython import get_ipython
+    import ipywidgets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    get_ipython = None
+  if get_ipython is None or get_ipython() is None:
+    print('Color pickers need a notebook with ipywidgets; call the callback '
+          'directly instead, e.g. on_change(2, (0.1, 0.25, 0.9)).')
+    return None
+  pickers = []
+  for k, color in enumerate(np.asarray(colors)):
+    picker = ipywidgets.ColorPicker(value=to_hex(color),
+                                    description=f'{description} {k}',
+                                    concise=False)
+
+    def changed(event, k=k):
+      text = event['new'].lstrip('#')
+      on_change(k, np.array([int(text[i:i + 2], 16) for i in (0, 2, 4)],
+                            np.float32) / 255.0)
+
+    picker.observe(changed, names='value')
+    pickers.append(picker)
+  _ipython().display(ipywidgets.VBox(pickers))
+  return pickers

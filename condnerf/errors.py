@@ -6,7 +6,7 @@ see `experiments/main.py`), and the kinds that have no better home:
 `ConfigError` (a config value that cannot work) and `StartupError` (the
 processes of a multi-process run could not start together). Loaders, the
 editor, checkpoints and the run folder define their own subclasses
-(`data.base.DataError`, `editing.EditError`,
+(`data.base.DataError`, `edit.scribbles.EditError`,
 `checkpointing.CheckpointMismatchError`, `workdir.WorkdirError`, ...).
 
 Programming errors (a wrong type passed by Python code, a bug) are not

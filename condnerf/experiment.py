@@ -53,6 +53,18 @@ class Experiment:
   train_step: Callable
   render_step: Callable
   codes_render_step: Callable
+  _steps: dict = dataclasses.field(default_factory=dict, repr=False)
+
+  def cached_step(self, name, build):
+    """A jitted function built once per experiment (edits reuse theirs).
+
+    Args:
+      name: its key.
+      build: `() -> function`, called the first time.
+    """
+    if name not in self._steps:
+      self._steps[name] = build()
+    return self._steps[name]
 
   def abstract_state(self):
     """Shapes, dtypes and shardings of the state (for checkpoint restore)."""
@@ -120,7 +132,10 @@ def build_experiment(config, scene=None, mesh=None):
       out_shardings=parallel.replicated(mesh))
   loss_fn = train_lib.make_loss_fn(
       model, config.train.coarse_loss_weight,
-      config.train.interlevel_loss_weight, config.codes.prior_weight)
+      config.train.interlevel_loss_weight, config.codes.prior_weight,
+      config.train.residual_weight, config.train.palette_entropy_weight,
+      config.train.palette_usage_weight, config.train.palette_usage_until,
+      config.train.palette_entropy_from, config.train.steps)
   train_step = train_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
       config.train.random_background)

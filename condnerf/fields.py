@@ -244,3 +244,83 @@ class ColorHead(nn.Module):
                        "'concat', 'film' or 'none'.")
     rgb = nn.Dense(3, dtype=self.dtype, name=f'Dense_{last}')(h)
     return jax.nn.sigmoid(rgb.astype(jnp.float32))
+
+
+class PaletteHead(nn.Module):
+  """Colors from a palette: `s(x) * sum_k w_k(x) P_k + r`.
+
+  The weights `w(x)` (a softmax over the K palette entries) and the
+  intensity `s(x) >= 0` come from the geometry feature and the position
+  alone, so like density they cannot depend on any code (the position's
+  encoding lets the weights differ between parts from the first step,
+  before the feature has learned to tell them apart); the palette `P` f32[K, 3] is part of the
+  code (one per ray). Given the geometry, a rendered color is linear in `P`,
+  which is what makes closed-form palette edits possible. `r` is a residual
+  from the feature, the view direction and (with `conditioning='concat'`)
+  the latent code, for what a palette cannot express (view-dependent
+  effects); training keeps it small (`train.residual_weight`) so that color
+  cannot hide in it.
+  """
+  palette_size: int = 6  # K, entries of the palette.
+  width: int = 64  # hidden units of the weight and residual MLPs.
+  depth: int = 1  # hidden layers of each.
+  dir_deg: int = 4  # frequencies of the view-direction encoding.
+  pos_deg: int = 4  # frequencies of the position encoding of the weights.
+  conditioning: str = 'concat'  # residual: 'concat' (code) or 'none'.
+  dtype: Any = jnp.float32  # compute dtype of the matmuls.
+
+  def setup(self):
+    if self.conditioning not in ('concat', 'none'):
+      raise ValueError(f'A palette head conditions its residual by '
+                       f"'concat' or 'none', not {self.conditioning!r}.")
+    self.weight_mlp = MLP(self.width, self.depth, out_dim=self.palette_size + 1,
+                          dtype=self.dtype)
+    self.residual_mlp = MLP(self.width, self.depth, dtype=self.dtype)
+    self.residual_out = nn.Dense(3, dtype=self.dtype,
+                                 kernel_init=nn.initializers.zeros)
+
+  def terms(self, feature, directions, code, points):
+    """The code-free weights and the residual of samples.
+
+    Args:
+      feature: f32[..., num_samples, feature_dim], geometry features.
+      directions: f32[..., 3], unit view directions of the rays.
+      code: one code per ray: {'appearance': f32[..., code_dim], ...}.
+      points: f32[..., num_samples, 3], sample positions scaled to the
+        scene box (about [-1, 1]).
+    Returns:
+      dict: `weights` f32[..., num_samples, K] (the softmax w),
+      `intensity` f32[..., num_samples] (s), and `residual` f32[...,
+      num_samples, 3] (r).
+    """
+    where = jnp.concatenate(
+        [feature, encoding.posenc(points, 0, self.pos_deg)], axis=-1)
+    out = self.weight_mlp(where.astype(self.dtype)).astype(jnp.float32)
+    weights = jax.nn.softmax(out[..., :-1], axis=-1)
+    intensity = jax.nn.softplus(out[..., -1] + 1.0)
+    dir_enc = encoding.direction_encoding(directions, self.dir_deg)
+    ray_x = dir_enc.astype(self.dtype)
+    if self.conditioning == 'concat':
+      ray_x = jnp.concatenate(
+          [ray_x, code['appearance'].astype(self.dtype)], axis=-1)
+    h = self.residual_mlp(feature.astype(self.dtype), ray_x)
+    residual = self.residual_out(h).astype(jnp.float32)
+    return {'weights': weights, 'intensity': intensity, 'residual': residual}
+
+  def __call__(self, feature, directions, code, points):
+    """Colors f32[..., num_samples, 3] of samples (see `terms` for args)."""
+    return palette_colors(self.terms(feature, directions, code, points),
+                          code['palette'])
+
+
+def palette_colors(terms, palette):
+  """`s * (w @ P) + r`: the colors of `PaletteHead.terms` under a palette.
+
+  Args:
+    terms: dict from `PaletteHead.terms`.
+    palette: f32[..., K, 3], one palette per ray.
+  Returns:
+    f32[..., num_samples, 3] colors (not clipped: linear in the palette).
+  """
+  mixed = jnp.einsum('...sk,...kc->...sc', terms['weights'], palette)
+  return terms['intensity'][..., None] * mixed + terms['residual']

@@ -11,19 +11,30 @@ images (`f32[H, W, 3]` in [0, 1]) or contact sheets of them:
   `edit_sheet`      before / after rows of edits on several views.
   `geometry_sheet`  depth and opacity before and after an edit, with their
                     difference images and the largest change.
-It renders through `editing.render_codes` (a whole row of codes in one
-batched call), `editing.render_with_code` and `EditResult.render`, and
+  `palette_swatches`, `palette_weight_maps`   a palette head's colors per
+                    code, and each entry's weight over a view.
+  `recolor_entry`   one palette entry set to a color, re-rendered (the
+                    color pickers' callback).
+  `palette_entry_parts`   which chair part each entry paints.
+  `truth_strips`    edits against ground truth: PSNRs and image strips.
+It renders through `inference.render_codes` (a whole row of codes in one
+batched call), `inference.render_with_code` and `EditResult.render`, and
 does not own rendering, editing or the image primitives (`images.py`), nor
-displaying anything (`display.py`).
+displaying anything (`display.py`). Codes are code pytrees (`codes.py`);
+a bare latent vector or table is accepted too.
 """
 
 import jax
 import numpy as np
 
 from condnerf import codes as codes_lib
-from condnerf import editing
 from condnerf import eval_lib
 from condnerf import images
+from condnerf import inference
+from condnerf import metrics
+from condnerf.data import materials
+from condnerf.data import procedural
+from condnerf.edit import scribbles
 
 
 def frame_codes(state, frames, views):
@@ -34,10 +45,11 @@ def frame_codes(state, frames, views):
     frames: `data.base.Frames`.
     views: list of view indices.
   Returns:
-    f32[len(views), code_dim] numpy.
+    The code table (pytree of numpy arrays), one row per view.
   """
   ids = np.asarray(frames.appearance_ids)[np.asarray(views, np.int64)]
-  return np.asarray(codes_lib.lookup(jax.device_get(state.codes), ids))
+  return jax.tree.map(np.asarray,
+                      codes_lib.lookup(jax.device_get(state.codes), ids))
 
 
 def _scaled(image, scale):
@@ -65,15 +77,15 @@ def interpolation_strip(experiment, state, rays, code_a, code_b, num=5,
   Args:
     experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
-    rays: `structs.Rays` [H, W] of the view (`editing.view_rays`).
-    code_a, code_b: f32[code_dim], the ends of the sweep.
+    rays: `structs.Rays` [H, W] of the view (`scribbles.view_rays`).
+    code_a, code_b: codes, the ends of the sweep.
     num: images in the sweep (>= 2).
     scale: integer enlargement of every image.
   Returns:
     (f32[h, w, 3] sheet labelled with t, list of num f32[H, W, 3] renders).
   """
-  sweep = editing.interpolation_sweep(experiment, state, rays, code_a,
-                                      code_b, num)
+  sweep = inference.interpolation_sweep(experiment, state.params, rays,
+                                        code_a, code_b, num)
   labels = [f't = {t:.2f}' for t in np.linspace(0.0, 1.0, num)]
   return strip(sweep, labels, scale), sweep
 
@@ -87,23 +99,24 @@ def code_grid(experiment, state, frames, views, codes, code_names=None,
     state: trained `TrainState`.
     frames: `data.base.Frames` the views index.
     views: list of view indices (rows).
-    codes: f32[num_codes, code_dim] codes (columns), e.g. table rows, codes
-      of frames (`frame_codes`) or codes from a bank.
+    codes: a code table (columns), e.g. table rows, codes of frames
+      (`frame_codes`) or codes from a bank (`codes.stack`).
     code_names: None or one label per code (default 'code k').
     ground_truth: put each view's own image in a first column.
     scale: integer enlargement of every cell.
   Returns:
     (f32[h, w, 3] labelled sheet, list of rows of f32[H, W, 3] renders).
   """
-  codes = np.asarray(codes, np.float32)
+  count = codes_lib.num_rows(codes_lib.as_code(codes))
   names = (list(code_names) if code_names is not None
-           else [f'code {k}' for k in range(len(codes))])
-  if len(names) != len(codes):
-    raise ValueError(f'{len(names)} code_names for {len(codes)} codes.')
+           else [f'code {k}' for k in range(count)])
+  if len(names) != count:
+    raise ValueError(f'{len(names)} code_names for {count} codes.')
   renders, cells, labels = [], [], []
   for view in views:
-    rays = editing.view_rays(frames, view)
-    row = list(editing.render_codes(experiment, state, rays, codes)['rgb'])
+    rays = scribbles.view_rays(frames, view)
+    row = list(inference.render_codes(experiment, state.params, rays,
+                                      codes)['rgb'])
     renders.append(row)
     cell_row = [_scaled(im, scale) for im in row]
     label_row = [f'view {view}: {name}' for name in names]
@@ -122,7 +135,7 @@ def orbit(experiment, state, code, num_frames=None, radius=None,
   Args:
     experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
-    code: f32[code_dim].
+    code: one code.
     num_frames, radius, elevation: the path (default: `config.render`);
       elevation in degrees.
     frames: `data.base.Frames` whose first view gives the image size,
@@ -135,8 +148,8 @@ def orbit(experiment, state, code, num_frames=None, radius=None,
       experiment.scene, rc.num_frames if num_frames is None else num_frames,
       rc.radius if radius is None else radius,
       rc.elevation if elevation is None else elevation, frames=frames)
-  return [np.clip(editing.render_with_code(experiment, state, r, code)['rgb'],
-                  0.0, 1.0) for r in rays]
+  return [inference.render_with_code(experiment, state.params, r,
+                                     code)['rgb'] for r in rays]
 
 
 def edit_sheet(experiment, state, results, frames, views, scale=1):
@@ -148,7 +161,7 @@ def edit_sheet(experiment, state, results, frames, views, scale=1):
   Args:
     experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
-    results: dict name -> `edit_baselines.EditResult`.
+    results: dict name -> `edit.methods.EditResult`.
     frames: `data.base.Frames` the views index.
     views: list of view indices.
     scale: integer enlargement of every cell.
@@ -158,8 +171,9 @@ def edit_sheet(experiment, state, results, frames, views, scale=1):
   mean = codes_lib.mean_code(jax.device_get(state.codes))
   cells, labels = [], []
   for view in views:
-    rays = editing.view_rays(frames, view)
-    row = [editing.render_with_code(experiment, state, rays, mean)['rgb']]
+    rays = scribbles.view_rays(frames, view)
+    row = [inference.render_with_code(experiment, state.params, rays,
+                                      mean)['rgb']]
     row += [r.render(experiment, rays)['rgb'] for r in results.values()]
     cells.append([_scaled(im, scale) for im in row])
     labels.append([f'view {view}: before'] +
@@ -177,7 +191,7 @@ def geometry_sheet(experiment, state, result, frames, view, scale=1):
   Args:
     experiment: `experiment_lib.Experiment`.
     state: trained `TrainState`.
-    result: `edit_baselines.EditResult`.
+    result: `edit.methods.EditResult`.
     frames: `data.base.Frames`.
     view: view index.
     scale: integer enlargement of every cell.
@@ -185,9 +199,9 @@ def geometry_sheet(experiment, state, result, frames, view, scale=1):
     (f32[h, w, 3] sheet with rows depth and opacity, each before | after |
     difference; dict with float 'depth' and 'acc': max |after - before|).
   """
-  rays = editing.view_rays(frames, view)
+  rays = scribbles.view_rays(frames, view)
   mean = codes_lib.mean_code(jax.device_get(state.codes))
-  before = editing.render_with_code(experiment, state, rays, mean)
+  before = inference.render_with_code(experiment, state.params, rays, mean)
   after = result.render(experiment, rays)
   depth_diff, depth_max = images.difference_image(before['depth'],
                                                   after['depth'])
@@ -204,3 +218,139 @@ def geometry_sheet(experiment, state, result, frames, view, scale=1):
   sheet = images.contact_sheet([[_scaled(im, scale) for im in row]
                                 for row in rows], labels)
   return sheet, {'depth': depth_max, 'acc': acc_max}
+
+
+def palette_swatches(table, names=None, size=16):
+  """The palettes of several codes as rows of color squares.
+
+  Args:
+    table: a code table with a 'palette' entry f32[num_codes, K, 3] (or
+      the palette array itself).
+    names: None, or one label per code (default 'code k').
+    size: side of each square in pixels.
+  Returns:
+    f32[h, w, 3] labelled sheet: one row per code, one square per entry
+    (colors clipped to [0, 1]; entries are labelled with their index).
+  """
+  palettes = np.asarray(table['palette'] if isinstance(table, dict)
+                        else table, np.float32)
+  names = (list(names) if names is not None
+           else [f'code {k}' for k in range(len(palettes))])
+  rows = [[np.broadcast_to(np.clip(color, 0.0, 1.0), (size, size, 3))
+           for color in palette] for palette in palettes]
+  labels = [[f'{name}: {k}' if k == 0 else str(k)
+             for k in range(len(palette))]
+            for name, palette in zip(names, palettes)]
+  return images.contact_sheet(rows, labels)
+
+
+def palette_weight_maps(experiment, state, frames, view, scale=1):
+  """Each palette entry's weight over a view: the palette's segmentation.
+
+  Args:
+    experiment: `experiment.Experiment` with a palette head.
+    state: trained `TrainState`.
+    frames: `data.base.Frames`.
+    view: view index.
+    scale: integer enlargement of every map.
+  Returns:
+    (f32[h, w, 3] labelled sheet of the K maps and the intensity, dict with
+    weights f32[H, W, K] and intensity f32[H, W]).
+  """
+  maps = inference.render_palette_maps(
+      experiment, state.params, scribbles.view_rays(frames, view),
+      codes_lib.mean_code(jax.device_get(state.codes)))
+  weights = maps['weights']
+  cells = [_scaled(weights[..., k], scale) for k in range(weights.shape[-1])]
+  cells.append(_scaled(np.clip(maps['intensity'] / max(
+      float(maps['intensity'].max()), 1e-6), 0.0, 1.0), scale))
+  total = max(float(weights.sum()), 1e-9)
+  labels = [f'entry {k}: {100 * weights[..., k].sum() / total:.0f}%'
+            for k in range(weights.shape[-1])] + ['intensity s']
+  return images.contact_sheet([cells], [labels]), maps
+
+
+def recolor_entry(experiment, state, rays, code, entry, color):
+  """One palette entry set to a color, and the view rendered with it.
+
+  The callback behind the notebook's color pickers: a code edit with no
+  optimization at all.
+
+  Args:
+    experiment: `experiment.Experiment` with a palette head.
+    state: trained `TrainState`.
+    rays: `structs.Rays` [H, W] of the view.
+    code: the code to change (pytree with a 'palette' entry).
+    entry: palette index.
+    color: f32[3] in [0, 1].
+  Returns:
+    (the new code, f32[H, W, 3] render).
+  """
+  palette = np.array(code['palette'], np.float32)
+  if not 0 <= entry < len(palette):
+    raise scribbles.EditError(f'Palette entry {entry} is out of range: the '
+                              f'palette has entries 0..{len(palette) - 1}.')
+  palette[entry] = np.asarray(color, np.float32)
+  new = {**code, 'palette': palette}
+  return new, inference.render_with_code(experiment, state.params, rays,
+                                         new)['rgb']
+
+
+def palette_entry_parts(experiment, state, frames, view):
+  """Which chair part each palette entry paints, from exact part maps.
+
+  For the procedural chair's datasets (their `metadata['source']`
+  re-renders part ids): each entry's weight over the view, summed per part.
+
+  Args:
+    experiment: `experiment.Experiment` with a palette head, on a procedural
+      chair dataset.
+    state: trained `TrainState`.
+    frames: the test `data.base.Frames` (views of the source's test split).
+    view: view index.
+  Returns:
+    list of dicts, one per entry: entry, part (the one it weighs most on,
+    '-' when the entry paints almost nothing), share (of the entry's weight
+    on that part), weight (the entry's total weight over the view, in
+    pixels).
+  """
+  part_id, _ = materials.part_maps(experiment.scene.metadata['source'],
+                                   'test', max_frames=len(frames))
+  _, maps = palette_weight_maps(experiment, state, frames, view)
+  rows = []
+  for k in range(maps['weights'].shape[-1]):
+    weight = maps['weights'][..., k]
+    per_part = [float(weight[part_id[view] == p].sum())
+                for p in range(len(procedural.PARTS))]
+    total = float(weight.sum())
+    best = int(np.argmax(per_part))
+    rows.append({'entry': k,
+                 'part': procedural.PARTS[best] if total >= 1.0 else '-',
+                 'share': per_part[best] / max(total, 1e-9),
+                 'weight': total})
+  return rows
+
+
+def truth_strips(experiment, original, results, frames, truth, views):
+  """Edits against ground truth: PSNR rows and before | edits | truth strips.
+
+  Args:
+    experiment: `experiment.Experiment`.
+    original: the unedited `EditResult` (`edit.methods.unedited`).
+    results: dict name -> `EditResult`.
+    frames: `data.base.Frames` the views index.
+    truth: list of f32[H, W, 3], ground truth of every view of `frames`.
+    views: view indices to show.
+  Returns:
+    (list of dicts {'edit', 'psnr'} (mean over `views`, 'before' first),
+    list of f32[H, W', 3] strips, one per view).
+  """
+  looks = {'before': original, **results}
+  renders = {name: [r.render(experiment, scribbles.view_rays(frames, v))['rgb']
+                    for v in views] for name, r in looks.items()}
+  rows = [{'edit': name, 'psnr': float(np.mean(
+      [metrics.psnr(im, truth[v]) for im, v in zip(ims, views)]))}
+          for name, ims in renders.items()]
+  strips = [np.concatenate([renders[name][i] for name in looks] +
+                           [truth[v]], axis=1) for i, v in enumerate(views)]
+  return rows, strips

@@ -4,8 +4,11 @@ Owns `shade` (final-level colors on given geometry, optionally through a
 color transform, composited), `make_render_step` (a jitted, data-parallel,
 deterministic render of a flat batch of rays with a given code table) and
 `render_rays`/`render_image`, which chunk rays, pad the last chunk to the
-mesh, render and reassemble. Every caller that turns rays into pixels goes
-through here.
+mesh, render and reassemble, and the renders with given codes that editing,
+swapping and galleries use (`render_with_code`, `render_codes`,
+`interpolation_sweep`). Every caller that turns rays into pixels goes
+through here. Rendered colors are clipped to [0, 1] (a palette head's colors
+are linear in the palette and may leave it).
 """
 
 import jax
@@ -28,7 +31,7 @@ def shade(model, params, level, directions, codes, color_fn=None,
     params: field parameters.
     level: the final dict of `model.geometry` (tdist, weights, feature).
     directions: f32[num_rays, 3], unit ray directions.
-    codes: f32[num_rays, code_dim], per-ray appearance codes.
+    codes: per-ray codes (pytree with leading num_rays, see `codes.py`).
     color_fn: None, or `color_fn(color_params, rgb) -> rgb` applied to the
       per-sample colors f32[num_rays, num_samples, 3] before compositing (a
       color adapter).
@@ -56,7 +59,7 @@ def make_render_step(model, mesh, color_fn=None):
     mesh: the data mesh.
     color_fn: optional per-sample color transform (see `shade`).
   Returns:
-    A function of (params, codes {'appearance': f32[num_codes, code_dim]},
+    A function of (params, codes (the code table),
     rays `structs.Rays` [num_rays], color_params) returning a dict with
     f32[num_rays, 3] rgb, f32[num_rays] depth and f32[num_rays] acc of the
     final level.
@@ -67,7 +70,8 @@ def make_render_step(model, mesh, color_fn=None):
     out = shade(model, params, level, rays.directions,
                 codes_lib.lookup(codes, rays.code_ids), color_fn,
                 color_params)
-    return {'rgb': out.rgb, 'depth': out.depth, 'acc': out.acc}
+    return {'rgb': jnp.clip(out.rgb, 0.0, 1.0), 'depth': out.depth,
+            'acc': out.acc}
 
   mapped = jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
@@ -90,8 +94,8 @@ def make_codes_render_step(model, mesh):
     model: an unbound `models.ConditionalNeRF`.
     mesh: the data mesh.
   Returns:
-    `render_step(params, table, rays, color_params=None)` with table
-    f32[num_codes, code_dim] and rays `structs.Rays` [num_rays] (their
+    `render_step(params, table, rays, color_params=None)` with a code table
+    (pytree, leading num_codes) and rays `structs.Rays` [num_rays] (their
     code_ids are ignored), returning rgb f32[num_rays, num_codes, 3], depth
     f32[num_rays] and acc f32[num_rays] (which no code changes).
   """
@@ -103,10 +107,10 @@ def make_codes_render_step(model, mesh):
 
     def one(code):
       return shade(model, params, level, rays.directions,
-                   jnp.broadcast_to(code, (num_rays, code.shape[-1])))
+                   codes_lib.broadcast(code, num_rays))
 
     outs = jax.vmap(one, out_axes=1)(table)
-    return {'rgb': outs.rgb, 'depth': outs.depth[:, 0],
+    return {'rgb': jnp.clip(outs.rgb, 0.0, 1.0), 'depth': outs.depth[:, 0],
             'acc': outs.acc[:, 0]}
 
   mapped = jax.jit(jax.shard_map(
@@ -183,3 +187,119 @@ def render_image(render_step, params, codes, rays, chunk, mesh,
   out = render_rays(render_step, params, codes, flat, chunk, mesh,
                     color_params)
   return jax.tree.map(lambda x: x.reshape((height, width) + x.shape[1:]), out)
+
+
+def render_with_code(experiment, params, rays, code, render_step=None,
+                     color_params=None):
+  """Renders rays [H, W] (or [N]) with one given code.
+
+  Args:
+    experiment: `experiment.Experiment`.
+    params: field parameters (e.g. `state.params`).
+    rays: `structs.Rays` of numpy arrays; their code_ids are ignored.
+    code: one code (pytree, or a bare latent vector f32[code_dim]).
+    render_step: a render step from `make_render_step` (default: the
+      experiment's); one built with a `color_fn` reads `color_params`.
+    color_params: replicated pytree for that step's color_fn.
+  Returns:
+    dict of numpy rgb, depth, acc.
+  """
+  mesh = experiment.mesh
+  rays = rays.replace(code_ids=np.zeros_like(rays.code_ids))
+  table = parallel.replicate(codes_lib.stack([codes_lib.as_code(code)]), mesh)
+  params = parallel.replicate(params, mesh)
+  render = render_image if rays.code_ids.ndim == 2 else render_rays
+  return render(render_step or experiment.render_step, params, table, rays,
+                experiment.config.eval.chunk, mesh, color_params)
+
+
+def render_codes(experiment, params, rays, table, chunk=None):
+  """Renders rays under every code of a table in one batched computation.
+
+  Each ray's geometry is computed once and the color head runs for all codes
+  (see `make_codes_render_step`): the way to evaluate a whole code bank, an
+  interpolation sweep or a batch of edits.
+
+  Args:
+    experiment: `experiment.Experiment`.
+    params: field parameters.
+    rays: `structs.Rays` of numpy arrays, leading shape [H, W] or [N]; their
+      code_ids are ignored.
+    table: a code table (pytree with leading num_codes), or f32[num_codes,
+      code_dim] latent codes.
+    chunk: rays x codes per call (default: config.eval.chunk).
+  Returns:
+    dict of numpy rgb f32[num_codes, H, W, 3] (or [num_codes, N, 3]), and
+    depth, acc f32[H, W] (or [N]), which no code changes.
+  """
+  table = jax.tree.map(lambda x: np.asarray(x, np.float32),
+                       codes_lib.as_code(table))
+  if table['appearance'].ndim != 2:
+    raise ValueError('A code table must hold [num_codes, code_dim] latent '
+                     f"codes, got shape {table['appearance'].shape}.")
+  count = codes_lib.num_rows(table)
+  chunk = max(1, (chunk or experiment.config.eval.chunk) // count)
+  placed = parallel.replicate(table, experiment.mesh)
+  params = parallel.replicate(params, experiment.mesh)
+  render = render_image if rays.code_ids.ndim == 2 else render_rays
+  out = render(experiment.codes_render_step, params, placed, rays, chunk,
+               experiment.mesh)
+  out['rgb'] = np.moveaxis(out['rgb'], -2, 0)
+  return out
+
+
+def interpolation_sweep(experiment, params, rays, code_a, code_b, num=5):
+  """Renders one view under codes blended from `code_a` to `code_b`.
+
+  Returns:
+    list of `num` f32[H, W, 3] images, t = 0 .. 1.
+  """
+  blends = codes_lib.interpolate(codes_lib.as_code(code_a),
+                                 codes_lib.as_code(code_b),
+                                 jnp.linspace(0.0, 1.0, num))
+  return list(render_codes(experiment, params, rays, blends)['rgb'])
+
+
+def make_palette_maps_step(model, mesh):
+  """Jitted `step(params, codes, rays, color_params=None)` of palette maps.
+
+  For each ray: `weights` f32[num_rays, K], the composited share of each
+  palette entry (sum over samples of compositing weight x palette weight),
+  and `intensity` f32[num_rays], the composited intensity s. Neither depends
+  on the codes (the latent code is read only by the residual).
+  """
+
+  def per_device(params, codes, rays, color_params):
+    del color_params
+    level = model.apply({'params': params}, rays, method='geometry')[-1]
+    terms = model.apply({'params': params}, level, rays.directions,
+                        codes_lib.lookup(codes, rays.code_ids),
+                        method='palette_terms')
+    weights = level['weights']
+    return {'weights': jnp.einsum('rs,rsk->rk', weights, terms['weights']),
+            'intensity': jnp.sum(weights * terms['intensity'], axis=-1)}
+
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
+      out_specs=P(parallel.AXIS)))
+
+
+def render_palette_maps(experiment, params, rays, code):
+  """The palette's soft segmentation of a view: see `make_palette_maps_step`.
+
+  Args:
+    experiment: `experiment.Experiment` with a palette head.
+    params: field parameters.
+    rays: `structs.Rays` [H, W] (or [N]) of numpy arrays.
+    code: one code (its latent entry feeds nothing here; any code works).
+  Returns:
+    dict: weights f32[H, W, K], intensity f32[H, W].
+  """
+  mesh = experiment.mesh
+  step = experiment.cached_step(
+      'palette_maps', lambda: make_palette_maps_step(experiment.model, mesh))
+  rays = rays.replace(code_ids=np.zeros_like(rays.code_ids))
+  table = parallel.replicate(codes_lib.stack([codes_lib.as_code(code)]), mesh)
+  render = render_image if rays.code_ids.ndim == 2 else render_rays
+  return render(step, parallel.replicate(params, mesh), table, rays,
+                experiment.config.eval.chunk, mesh)

@@ -19,7 +19,11 @@ def photometric(rgb, target, weight):
   Returns:
     f32[] sum(weight * mse) / max(sum(weight), 1).
   """
-  per_ray = jnp.mean((rgb - target)**2, axis=-1)
+  return weighted_mean(jnp.mean((rgb - target)**2, axis=-1), weight)
+
+
+def weighted_mean(per_ray, weight):
+  """f32[] sum(weight * per_ray) / max(sum(weight), 1) of f32[num_rays]."""
   return jnp.sum(weight * per_ray) / jnp.maximum(jnp.sum(weight), 1.0)
 
 
@@ -82,16 +86,35 @@ def interlevel(final_tdist, final_weights, proposal_levels, weight=None):
   return total
 
 
-def code_prior(codes, ids, weight):
-  """L2 prior on the codes used in a batch (NeRF-W style regulariser).
+def palette_usage(usage, weight):
+  """How unevenly a batch uses the palette: KL(usage || uniform).
+
+  Keeps a palette head from painting everything with one entry early in
+  training, when the weights cannot yet tell the parts apart.
 
   Args:
-    codes: {'appearance': f32[num_codes, code_dim]}.
+    usage: f32[num_rays, K], each ray's composited palette weights.
+    weight: f32[num_rays] per-ray weights.
+  Returns:
+    f32[] sum_k u_k log(K u_k) of the batch's usage u (0 when even).
+  """
+  total = jnp.sum(weight[:, None] * usage, axis=0)
+  u = total / jnp.maximum(jnp.sum(total), 1e-9)
+  return jnp.sum(u * jnp.log(jnp.maximum(u * usage.shape[-1], 1e-12)))
+
+
+def code_prior(codes, ids, weight):
+  """L2 prior on the latent codes used in a batch (NeRF-W style).
+
+  Only the latent entry is pulled towards 0; a palette is a color, not a
+  latent, and has no prior.
+
+  Args:
+    codes: the code table; its 'appearance' f32[num_codes, code_dim] is used.
     ids: i32[num_rays] code rows of the batch rays (-1 rays are ignored).
     weight: f32[num_rays] per-ray weights.
   Returns:
     f32[] mean squared norm of the rays' codes.
   """
   rows = jnp.take(codes['appearance'], jnp.maximum(ids, 0), axis=0)
-  sq = jnp.sum(rows**2, axis=-1) * (ids >= 0)
-  return jnp.sum(weight * sq) / jnp.maximum(jnp.sum(weight), 1.0)
+  return weighted_mean(jnp.sum(rows**2, axis=-1) * (ids >= 0), weight)

@@ -7,9 +7,14 @@ The model is split into two code paths so editing can cache geometry:
   `geometry(rays, key)`  samples every level and evaluates density and
                          features. It never receives an appearance code.
   `shade(levels, rays, codes)`  runs only the color heads and compositing.
-`__call__` is `shade(geometry(...))`. A level is a dict with
+`__call__` is `shade(geometry(...))`. Codes arrive per ray as a pytree
+(`codes.py`): the MLP head (`head.kind='mlp'`) reads `codes['appearance']`;
+the palette head (`'palette'`) also `codes['palette']` f32[num_rays, K, 3].
+A level is a dict with
   tdist f32[num_rays, n + 1], density f32[num_rays, n],
-  weights f32[num_rays, n], feature f32[num_rays, n, f] or None.
+  weights f32[num_rays, n], feature f32[num_rays, n, f] or None, and
+  points f32[num_rays, n, 3] (sample positions / the field's scene bound:
+  code-free, what a palette head's weights read besides the feature).
 With `clip_to_bound`, every ray's [near, far] is first cut to the field's
 scene box (`field['scene_bound']`), for bounded fields (no contraction).
 Sampling modes:
@@ -24,9 +29,11 @@ from typing import Any, Sequence
 
 import chex
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
+from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import fields
 from condnerf import rendering
@@ -44,7 +51,8 @@ class ConditionalNeRF(nn.Module):
   background: Sequence[float] = (1.0, 1.0, 1.0)  # rgb behind the scene.
   field: Any = None  # dict of `fields.GeometryField` args (color levels).
   proposal_field: Any = None  # dict of GeometryField args (proposal levels).
-  head: Any = None  # dict of `fields.ColorHead` args.
+  head: Any = None  # dict of `fields.ColorHead` / `PaletteHead` args.
+  head_kind: str = 'mlp'  # 'mlp' (ColorHead) or 'palette' (PaletteHead).
 
   def setup(self):
     if self.sampler not in SAMPLERS:
@@ -52,17 +60,17 @@ class ConditionalNeRF(nn.Module):
                        "'hierarchical' or 'proposal'.")
     num_levels = len(self.num_samples)
     field_args = dict(self.field or {})
-    head_args = dict(self.head or {})
+    head_cls, head_args = HEADS[self.head_kind], dict(self.head or {})
     if self.sampler == 'hierarchical':
       self.fields = [fields.GeometryField(**field_args)
                      for _ in range(num_levels)]
-      self.heads = [fields.ColorHead(**head_args) for _ in range(num_levels)]
+      self.heads = [head_cls(**head_args) for _ in range(num_levels)]
     else:
       proposal_args = dict(self.proposal_field or {}, feature_dim=0)
       self.fields = [fields.GeometryField(**proposal_args)
                      for _ in range(num_levels - 1)] + [
                          fields.GeometryField(**field_args)]
-      self.heads = [fields.ColorHead(**head_args)]
+      self.heads = [head_cls(**head_args)]
 
   def colored_levels(self):
     """Indices of the levels that have a color head (static)."""
@@ -70,6 +78,15 @@ class ConditionalNeRF(nn.Module):
     if self.sampler == 'hierarchical':
       return tuple(range(num_levels))
     return (num_levels - 1,)
+
+  def _scene_bound(self):
+    return float(dict(self.field or {}).get('scene_bound', 1.5))
+
+  def palette_size(self):
+    """K, the palette entries each code needs; 0 without a palette head."""
+    if self.head_kind != 'palette':
+      return 0
+    return int(dict(self.head or {}).get('palette_size', 6))
 
   def noise_dim(self):
     """Uniform numbers per ray that randomized sampling consumes (static)."""
@@ -111,7 +128,13 @@ class ConditionalNeRF(nn.Module):
       density, feature = self.fields[i](points)
       weights = rendering.compute_alpha_weights(density, tdist)[0]
       levels.append(dict(tdist=tdist, density=density, weights=weights,
-                         feature=feature))
+                         feature=feature,
+                         # Positions are inputs, not trained through: with
+                         # a gradient, sample placement would be trained by
+                         # color (and the hash grid's position gradient,
+                         # which XLA otherwise drops, would run).
+                         points=jax.lax.stop_gradient(
+                             points / self._scene_bound())))
     return levels
 
   def shade(self, levels, directions, codes):
@@ -120,21 +143,36 @@ class ConditionalNeRF(nn.Module):
     Args:
       levels: output of `geometry`.
       directions: f32[num_rays, 3], unit ray directions.
-      codes: f32[num_rays, code_dim], the appearance code of each ray.
+      codes: the code of each ray: {'appearance': f32[num_rays, code_dim]}
+        (+ 'palette': f32[num_rays, K, 3] for a palette head); a bare
+        f32[num_rays, code_dim] is taken as the latent entry.
     Returns:
       list of `structs.RenderOutput`, one per level; proposal levels have
-      `rgb=None`.
+      `rgb=None`. With a palette head, colored levels carry `extras`:
+      f32[num_rays] `residual` (sum of weights * |r|^2) and `entropy`
+      (sum of weights * entropy of w), what training keeps small, and
+      f32[num_rays, K] `usage` (sum of weights * w: how much each entry
+      paints the ray).
     """
-    chex.assert_rank(codes, 2)
+    codes = codes_lib.as_code(codes)
+    chex.assert_rank(codes['appearance'], 2)
     background = jnp.asarray(self.background, jnp.float32)
     colored = self.colored_levels()
     outputs = []
     for i, level in enumerate(levels):
       if i in colored:
         head = self.heads[colored.index(i)]
-        rgb = head(level['feature'], directions, codes)
-        outputs.append(rendering.composite(rgb, level['weights'],
-                                           level['tdist'], background))
+        extras = None
+        if self.head_kind == 'palette':
+          terms = head.terms(level['feature'], directions, codes,
+                             level['points'])
+          rgb = fields.palette_colors(terms, codes['palette'])
+          extras = _palette_extras(terms, level['weights'])
+        else:
+          rgb = head(level['feature'], directions, codes['appearance'])
+        out = rendering.composite(rgb, level['weights'], level['tdist'],
+                                  background)
+        outputs.append(out.replace(extras=extras))
       else:
         outputs.append(structs.RenderOutput(
             rgb=None, depth=None, acc=jnp.sum(level['weights'], axis=-1),
@@ -150,18 +188,34 @@ class ConditionalNeRF(nn.Module):
     Args:
       level: the last dict of `geometry`.
       directions: f32[num_rays, 3], unit ray directions.
-      codes: f32[num_rays, code_dim], per-ray appearance codes.
+      codes: per-ray codes (see `shade`).
     Returns:
-      f32[num_rays, num_samples, 3] colors in [0, 1].
+      f32[num_rays, num_samples, 3] colors (in [0, 1] for the MLP head).
     """
-    return self.heads[-1](level['feature'], directions, codes)
+    head, codes = self.heads[-1], codes_lib.as_code(codes)
+    if self.head_kind == 'palette':
+      return head(level['feature'], directions, codes, level['points'])
+    return head(level['feature'], directions, codes['appearance'])
+
+  def palette_terms(self, level, directions, codes):
+    """The final palette head's `terms` on cached geometry (palette edits).
+
+    Args:
+      level: the last dict of `geometry`.
+      directions: f32[num_rays, 3], unit ray directions.
+      codes: per-ray codes (the residual reads the latent code).
+    Returns:
+      dict of `fields.PaletteHead.terms`.
+    """
+    return self.heads[-1].terms(level['feature'], directions,
+                                codes_lib.as_code(codes), level['points'])
 
   def __call__(self, rays, codes, noise=None):
     """Renders rays.
 
     Args:
       rays: `structs.Rays` with leading shape [num_rays].
-      codes: f32[num_rays, code_dim], per-ray appearance codes.
+      codes: per-ray codes (see `shade`).
       noise: None (deterministic) or f32[num_rays, noise_dim()] uniforms.
     Returns:
       list of `structs.RenderOutput`, coarse first; the last is the final.
@@ -169,6 +223,17 @@ class ConditionalNeRF(nn.Module):
     return self.shade(self.geometry(rays, noise), rays.directions, codes)
 
 
+def _palette_extras(terms, weights):
+  """Per-ray regularizer terms of a palette head (see `shade`)."""
+  w = terms['weights']
+  entropy = -jnp.sum(w * jnp.log(jnp.maximum(w, 1e-12)), axis=-1)
+  residual = jnp.sum(terms['residual']**2, axis=-1)
+  return {'residual': jnp.sum(weights * residual, axis=-1),
+          'entropy': jnp.sum(weights * entropy, axis=-1),
+          'usage': jnp.einsum('rs,rsk->rk', weights, w)}
+
+
+HEADS = {'mlp': fields.ColorHead, 'palette': fields.PaletteHead}
 MODELS = {'conditional_nerf': ConditionalNeRF}
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
@@ -189,8 +254,10 @@ def check_choices(cfg):
   choices = [
       ('model.sampler', cfg['sampler'], SAMPLERS),
       ('model.dtype', cfg['dtype'], tuple(_DTYPES)),
+      ('model.head.kind', cfg['head']['kind'], tuple(HEADS)),
       ('model.head.conditioning', cfg['head']['conditioning'],
-       fields.CONDITIONINGS),
+       fields.CONDITIONINGS if cfg['head']['kind'] == 'mlp' else
+       ('concat', 'none')),
   ]
   for section in ('field', 'proposal_field'):
     choices += [
@@ -229,9 +296,16 @@ def build_model(model_name, model_cfg, background):
   field = dict(cfg['field'], dtype=dtype)
   proposal_field = dict(cfg['proposal_field'], dtype=dtype)
   head = dict(cfg['head'], dtype=dtype)
+  kind = head.pop('kind')
+  palette_size = head.pop('palette_size')
+  if kind == 'palette':
+    if palette_size < 1:
+      raise errors.ConfigError(f'model.head.palette_size={palette_size} must '
+                               'be >= 1 for a palette head.')
+    head['palette_size'] = palette_size
   return MODELS[model_name](
       num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
       lindisp=cfg['lindisp'], clip_to_bound=cfg['clip_to_bound'],
       resample_padding=cfg['resample_padding'],
       background=tuple(float(b) for b in background), field=field,
-      proposal_field=proposal_field, head=head)
+      proposal_field=proposal_field, head=head, head_kind=kind)

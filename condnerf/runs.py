@@ -10,8 +10,9 @@ Owns what a notebook needs before it can look at a model:
   `open_demo(workdir, small)`    the demo run when it exists; otherwise (or
                            when `small`) a tiny demo trained now in a
                            temporary folder, with a note saying so.
-  `ensure_chair_scene`     the procedural chair and its appearance variants
-                           (shared with `experiments/demo.py`).
+  `ensure_chair_scene`     the procedural chair's appearance dataset (material
+                           or image-space variants; shared with
+                           `experiments/demo.py`).
   `small_requested()`      the `CONDNERF_NOTEBOOK_SMALL` switch notebooks read
                            in their first cell (set by the tests).
 It does not own training, evaluation or checkpoint formats (`train_lib`,
@@ -27,11 +28,13 @@ import jax
 import ml_collections
 import numpy as np
 
+from condnerf import codes as codes_lib
 from condnerf import experiment as experiment_lib
 from condnerf import train_lib
 from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.configs import demo as demo_config
+from condnerf.data import materials as materials_lib
 from condnerf.data import procedural
 from condnerf.data import variants
 
@@ -61,25 +64,39 @@ def scratch_dir(name):
 
 
 def ensure_chair_scene(data_dir, resolution=64, num_train=100, num_val=4,
-                       num_test=16, num_appearances=8, supersample=3, seed=0):
-  """Writes the procedural chair and its appearance variants unless present.
+                       num_test=16, num_appearances=8, supersample=3, seed=0,
+                       materials=False, light_cone=0.0):
+  """Writes the procedural chair's appearance dataset unless present.
 
   Args:
-    data_dir: folder for `chair/` (plain RGBA) and `chair_variants/`.
+    data_dir: folder for the datasets.
     resolution: image side in pixels.
     num_train, num_val, num_test: frames per split.
-    num_appearances: distinct random appearances of the variants.
+    num_appearances: distinct looks.
     supersample: odd rays per pixel side (antialiasing).
-    seed: camera poses and appearances.
+    seed: camera poses and looks.
+    materials: write a material dataset (`data.materials`: per-look part
+      colors and light, re-rendered exactly) to `chair_materials/`; else the
+      plain chair (`chair/`) and its image-space variants
+      (`chair_variants/`, `data.variants`).
+    light_cone: materials only, half-angle in degrees of the light
+      directions (0 = one fixed light).
   Returns:
-    The path of the variants dataset (Blender format, with appearance ids).
+    The path of the dataset to train on (Blender format, appearance ids).
   """
+  sizes = dict(resolution=resolution, num_train=num_train, num_val=num_val,
+               num_test=num_test, seed=seed, supersample=supersample)
+  if materials:
+    out = os.path.join(data_dir, 'chair_materials')
+    if not os.path.exists(os.path.join(out, 'transforms_train.json')):
+      materials_lib.write_material_dataset(
+          out, num_appearances=num_appearances, light_cone_deg=light_cone,
+          overwrite=True, **sizes)
+    return out
   plain = os.path.join(data_dir, 'chair')
   varied = os.path.join(data_dir, 'chair_variants')
   if not os.path.exists(os.path.join(plain, 'transforms_train.json')):
-    procedural.write_chair_dataset(
-        plain, resolution=resolution, num_train=num_train, num_val=num_val,
-        num_test=num_test, seed=seed, supersample=supersample)
+    procedural.write_chair_dataset(plain, **sizes)
   if not os.path.exists(os.path.join(varied, 'transforms_train.json')):
     variants.make_variants(plain, varied, seed=seed,
                            num_appearances=num_appearances)
@@ -123,8 +140,12 @@ class Run:
 
   @property
   def codes(self):
-    """f32[num_codes, code_dim] numpy copy of the trained code table."""
-    return np.asarray(jax.device_get(self.state.codes['appearance']))
+    """The trained code table (pytree of numpy arrays, see `codes.py`)."""
+    return jax.tree.map(np.asarray, jax.device_get(self.state.codes))
+
+  def code(self, index):
+    """Row `index` of the code table: one trained look."""
+    return codes_lib.row(self.codes, index)
 
 
 def _overlay(config, values):

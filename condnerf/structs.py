@@ -7,6 +7,8 @@ the `dummy_rays` helper used to initialise models. Conventions:
   and `depth` is the distance from the ray origin, not the camera z coordinate.
 """
 
+from typing import Any
+
 from flax import struct
 import jax.numpy as jnp
 import numpy as np
@@ -74,12 +76,15 @@ class RenderOutput:
     acc: f32[..., ], accumulated opacity in [0, 1].
     weights: f32[..., num_samples], compositing weights.
     tdist: f32[..., num_samples + 1], sample interval edges along the ray.
+    extras: None, or a dict of f32[...] per-ray terms a head adds (the
+      palette head's regularizers, see `models.ConditionalNeRF.shade`).
   """
   rgb: jnp.ndarray
   depth: jnp.ndarray
   acc: jnp.ndarray
   weights: jnp.ndarray
   tdist: jnp.ndarray
+  extras: Any = None
 
 
 def dummy_rays(num_rays=1, xnp=np):

@@ -51,7 +51,8 @@ class TrainState:
   Attributes:
     step: i32[], number of steps taken.
     params: the field's linen 'params' collection.
-    codes: {'appearance': f32[num_codes, code_dim]}.
+    codes: the code table, {'appearance': f32[num_codes, code_dim]} (+
+      'palette' f32[num_codes, K, 3] with a palette head).
     opt_state: optax state over {'params': ..., 'codes': ...}.
   """
   step: jnp.ndarray
@@ -80,16 +81,22 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
   """
   init_key, code_key = jax.random.split(key)
   rays = structs.dummy_rays(1, jnp)
-  params = model.init(init_key, rays, jnp.zeros((1, code_dim)))['params']
-  codes = codes_lib.init_codes(code_key, num_codes, code_dim, code_init_scale)
+  codes = codes_lib.init_codes(code_key, num_codes, code_dim, code_init_scale,
+                               model.palette_size())
+  params = model.init(init_key, rays,
+                      codes_lib.lookup(codes, jnp.zeros((1,), jnp.int32))
+                      )['params']
   opt_state = optimizer.init({'params': params, 'codes': codes})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, codes=codes,
                     opt_state=opt_state)
 
 
 def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
-                 code_prior_weight):
-  """`loss_fn(trainable, batch, noise, background=None) -> (loss, metrics)`.
+                 code_prior_weight, residual_weight=0.0,
+                 palette_entropy_weight=0.0, palette_usage_weight=0.0,
+                 palette_usage_until=0.0, palette_entropy_from=0.0,
+                 total_steps=1):
+  """`loss_fn(trainable, batch, noise, background, step) -> (loss, metrics)`.
 
   The loss of one device's share of the batch.
 
@@ -98,9 +105,25 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
     coarse_loss_weight: photometric weight of non-final colored levels.
     interlevel_loss_weight: weight of the proposal loss (proposal sampler).
     code_prior_weight: weight of the L2 code prior.
+    residual_weight: palette head: weight of its residual's squared size.
+    palette_entropy_weight: palette head: weight of the entropy of its
+      palette weights (pushes each point towards one entry).
+    palette_usage_weight: palette head: weight of `losses.palette_usage`
+      (keeps the batch from using one entry for everything) at the start.
+    palette_usage_until: it decays linearly to 0 by this share of training
+      (0 = constant): even use breaks the symmetry between entries early,
+      then each part settles on the entries that fit it.
+    palette_entropy_from: the entropy weight ramps in linearly from this
+      share of training to the end (0 = constant): sharpening too early
+      lets one entry take every part.
+    total_steps: the run's steps (training progress when no wall-clock
+      budget gives it).
   Returns:
-    The loss function; `trainable` is {'params', 'codes'}, `batch` a
-    `structs.Batch`, `noise` None or f32[num_rays, noise_dim], and
+    The loss function `loss_fn(trainable, batch, noise, background=None,
+    step=0, progress=None)`; `trainable` is {'params', 'codes'}, `batch` a
+    `structs.Batch`, `step` i32[] the step count, `progress` None or f32[]
+    the share of training done (see `optim.make_schedule`), `noise` None or
+    f32[num_rays, noise_dim], and
     `background` None (the scene's background) or f32[num_rays, 3]: each
     ray's target and rendering are both re-composited on this color, using
     `batch.alpha` and the rendered opacity. A background the model cannot
@@ -108,10 +131,11 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
   """
   colored = model.colored_levels()
 
-  def loss_fn(trainable, batch, noise, background=None):
-    code_vecs = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
+  def loss_fn(trainable, batch, noise, background=None, step=0,
+              progress=None):
+    ray_codes = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
     outputs = model.apply({'params': trainable['params']}, batch.rays,
-                          code_vecs, noise)
+                          ray_codes, noise)
     scene_bg = jnp.asarray(model.background, jnp.float32)
 
     def on_background(rgb, acc):
@@ -137,6 +161,23 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
     if code_prior_weight:
       loss += code_prior_weight * losses.code_prior(
           trainable['codes'], batch.rays.code_ids, batch.weight)
+    done = step / total_steps if progress is None else progress
+    usage_scale = (jnp.maximum(0.0, 1.0 - done / palette_usage_until)
+                   if palette_usage_until else 1.0)
+    entropy_scale = (jnp.clip((done - palette_entropy_from) /
+                              (1.0 - palette_entropy_from), 0.0, 1.0)
+                     if palette_entropy_from else 1.0)
+    for i in colored:
+      extras = outputs[i].extras or {}
+      for name, weight, scale in (
+          ('residual', residual_weight, 1.0),
+          ('entropy', palette_entropy_weight, entropy_scale)):
+        if name in extras and weight:
+          loss += weight * scale * losses.weighted_mean(extras[name],
+                                                        batch.weight)
+      if 'usage' in extras and palette_usage_weight:
+        loss += palette_usage_weight * usage_scale * losses.palette_usage(
+            extras['usage'], batch.weight)
     return loss, {'loss': loss, 'mse': mse}
 
   return loss_fn
@@ -173,8 +214,8 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
     # gradient stays its own (pmap semantics) until the one explicit pmean;
     # otherwise shard_map's transpose would already psum them.
     local = lax.pcast(trainable, parallel.AXIS, to='varying')
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(local, batch, noise,
-                                                     background)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        local, batch, noise, background, state.step, progress)
     grads, metrics = lax.pmean((grads, metrics), parallel.AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable,
                                           progress=progress)

@@ -28,7 +28,7 @@ quick / full suites:
                      `inference.render_rays` (compilation excluded).
                      peak_rss_mb is the process's peak resident memory so far.
   edit_seconds       the `fast` config trained --edit_train_steps steps on
-                     the chair variants, then `edit_baselines.run_edit` per
+                     the chair variants, then `edit.methods.run_edit` per
                      method on --scribbles foreground pixels (alpha > 0.99) of
                      test view 0 with target #2f5cff: info.seconds and
                      info.compile_seconds of each method.
@@ -62,14 +62,14 @@ from absl import logging
 import jax
 import numpy as np
 
-from condnerf import edit_baselines
-from condnerf import editing
 from condnerf import experiment as experiment_lib
 from condnerf import inference
 from condnerf import parallel
 from condnerf.data import procedural
 from condnerf.data import sampler as sampler_lib
 from condnerf.data import variants
+from condnerf.edit import methods as methods_lib
+from condnerf.edit import scribbles
 from experiments import bench_lib
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -235,18 +235,18 @@ def bench_edits(trainer, sizes, num_scribbles, color, seed):
   frames = exp.scene.test
   if frames.alphas is None:
     raise ValueError('The edit benchmark needs test views with alpha.')
-  pixels = np.argwhere(frames.alphas[0] > 0.99)
+  pixels = scribbles.sample_pixels(frames.alphas[0] > 0.99, num_scribbles,
+                                   seed)
   if not len(pixels):
     raise ValueError('Test view 0 has no foreground pixel to scribble on.')
-  count = min(num_scribbles, len(pixels))
-  pick = np.random.default_rng(seed).choice(len(pixels), count, replace=False)
-  batch = editing.scribble_batch(frames, [0], [pixels[pick]],
-                                 [editing.parse_color(color)])
+  count = len(pixels)
+  batch = scribbles.scribble_batch(frames, [0], [pixels],
+                                   [scribbles.parse_color(color)])
   methods = {}
-  for method in edit_baselines.METHODS:
+  for method in methods_lib.methods_for(exp.model):
     logging.info('edit: %s, %d steps.', method, sizes['edit_steps'])
-    info = edit_baselines.run_edit(exp, trainer.state, batch, method,
-                                   steps=sizes['edit_steps']).info
+    info = methods_lib.run_edit(exp, trainer.state, batch, method,
+                                steps=sizes['edit_steps']).info
     methods[method] = {'seconds': info.seconds,
                        'compile_seconds': info.compile_seconds,
                        'steps': info.steps, 'loss_start': info.loss_start,

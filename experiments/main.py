@@ -26,10 +26,10 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from condnerf import edit_lib
 from condnerf import eval_lib
 from condnerf import parallel
 from condnerf import train_lib
+from condnerf.edit import operations
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with :args.', lock_config=True)
@@ -76,7 +76,7 @@ def main(argv):
   elif _MODE.value == 'eval':
     results = eval_lib.evaluate(config, workdir)
   elif _MODE.value == 'edit':
-    out_dir = edit_lib.run(config, workdir)
+    out_dir = operations.run(config, workdir)
     print(f'Edit {config.edit.operation!r} written to {out_dir}')
     return
   else:

@@ -3,13 +3,17 @@
 import os
 
 import importlib.util
+import re
 import tempfile
 
 from absl.testing import absltest
 
+from condnerf import errors
 from condnerf import experiment as experiment_lib
 from condnerf import runs
+from condnerf.configs import base
 from condnerf.configs import demo
+from tests import scenes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +55,40 @@ class ConfigsTest(absltest.TestCase):
     # Every evaluated frame has a trained code.
     used = set(scene.train.appearance_ids.tolist())
     self.assertContainsSubset(set(scene.test.appearance_ids.tolist()), used)
+
+  def test_bad_values_are_refused_naming_the_setting(self):
+    cases = [
+        ('model.sampler', 'bogus', "Unknown model.sampler 'bogus'"),
+        ('model.field.encoding', 'grid', "Unknown model.field.encoding"),
+        ('model.proposal_field.density_activation', 'cube',
+         'Unknown model.proposal_field.density_activation'),
+        ('model.head.conditioning', 'cat', 'Unknown model.head.conditioning'),
+        ('model.head.kind', 'rainbow', "Unknown model.head.kind 'rainbow'"),
+        ('model.dtype', 'float8', 'Unknown model.dtype'),
+        ('eval.split', 'tset', "eval.split='tset' is not a split"),
+        ('train.freeze', '(', "train.freeze pattern '('"),
+        ('optim.lr_init', -1e-3, 'optim.lr_init=-0.001 must be a positive'),
+        ('optim.codes_lr_final', 0.0, 'optim.codes_lr_final=0.0 must be'),
+        ('train.minutes', -1.0, 'train.minutes=-1.0 must be >= 0'),
+    ]
+    scene = scenes.tiny_scene()
+    for key, value, message in cases:
+      config = base.get_config('runlocal')
+      section, _, name = key.rpartition('.')
+      node = config
+      for part in section.split('.'):
+        node = node[part]
+      node[name] = value
+      with self.subTest(key=key):
+        with self.assertRaisesRegex(errors.ConfigError, re.escape(message)):
+          experiment_lib.build_experiment(config, scene=scene,
+                                          mesh=scenes.small_mesh())
+    config = base.get_config('runlocal')
+    config.model.head.update(kind='palette', conditioning='film')
+    with self.assertRaisesRegex(errors.ConfigError,
+                                "choose one of \\['concat', 'none'\\]"):
+      experiment_lib.build_experiment(config, scene=scene,
+                                      mesh=scenes.small_mesh())
 
   def test_experiment_files_resolve(self):
     for spec in ('experiments/configs/demo.py:fast',

@@ -6,11 +6,14 @@ from absl.testing import absltest
 import jax
 import numpy as np
 
-from condnerf import edit_baselines
-from condnerf import editing
 from condnerf import experiment as experiment_lib
 from condnerf import gallery
+from condnerf import inference
 from condnerf.configs import base
+from condnerf.edit import methods
+from condnerf.edit import optimize
+from condnerf.edit import scoring
+from condnerf.edit import scribbles
 from tests import scenes
 
 jax.config.update('jax_disable_most_optimizations', True)
@@ -33,17 +36,20 @@ class GalleryTest(absltest.TestCase):
     cls.table = np.asarray(cls.state.codes['appearance'])
 
   def _render(self, view, code):
-    return editing.render_with_code(
-        self.exp, self.state, editing.view_rays(self.frames, view), code)
+    return inference.render_with_code(
+        self.exp, self.state.params, scribbles.view_rays(self.frames, view),
+        code)
 
   def test_frame_codes_follow_appearance_ids(self):
     got = gallery.frame_codes(self.state, self.frames, [1, 0])
     ids = self.frames.appearance_ids
-    np.testing.assert_array_equal(got, self.table[[ids[1], ids[0]]])
+    np.testing.assert_array_equal(got['appearance'],
+                                  self.table[[ids[1], ids[0]]])
     no_code = dataclasses.replace(self.frames,
                                   appearance_ids=np.array([-1, 0]))
-    np.testing.assert_allclose(gallery.frame_codes(self.state, no_code, [0]),
-                               self.table.mean(0, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(
+        gallery.frame_codes(self.state, no_code, [0])['appearance'],
+        self.table.mean(0, keepdims=True), rtol=1e-6)
 
   def test_code_grid_cells_are_renders(self):
     sheet, renders = gallery.code_grid(self.exp, self.state, self.frames,
@@ -65,7 +71,7 @@ class GalleryTest(absltest.TestCase):
                         self.table[:2], code_names=['one'])
 
   def test_interpolation_strip_ends_are_the_codes(self):
-    rays = editing.view_rays(self.frames, 0)
+    rays = scribbles.view_rays(self.frames, 0)
     sheet, sweep = gallery.interpolation_strip(
         self.exp, self.state, rays, self.table[0], self.table[1], num=3)
     self.assertLen(sweep, 3)
@@ -84,15 +90,15 @@ class GalleryTest(absltest.TestCase):
                                  num_frames=2), 2)
 
   def test_edit_pictures_and_scores(self):
-    info = editing.EditInfo(steps=1, seconds=0.5, compile_seconds=0.0,
-                            loss_start=1.0, loss_end=0.5)
-    code_edit = edit_baselines.EditResult('code', self.table[2],
-                                          self.state.params, None, info)
+    info = optimize.EditInfo(steps=1, seconds=0.5, compile_seconds=0.0,
+                             loss_start=1.0, loss_end=0.5)
+    code_edit = methods.EditResult('code', self.table[2], self.state.params,
+                                   info=info)
     heads = {k: (jax.tree.map(lambda x: 1.5 * x + 0.1, v)
                  if k.startswith('heads') else v)
              for k, v in self.state.params.items()}
-    head_edit = edit_baselines.EditResult('color_head', self.table[2], heads,
-                                          None, info)
+    head_edit = methods.EditResult('color_head', self.table[2], heads,
+                                   info=info)
     sheet = gallery.edit_sheet(self.exp, self.state,
                                {'code': code_edit, 'head': head_edit},
                                self.frames, [0, 1])
@@ -101,11 +107,12 @@ class GalleryTest(absltest.TestCase):
                                        self.frames, 0)
     self.assertEqual(change, {'depth': 0.0, 'acc': 0.0})
     alpha = self.frames.alphas[0]
-    batch = editing.scribble_batch(self.frames, [0], [alpha > 0.5],
-                                   [(0.2, 0.4, 0.9)])
-    others = self.table[:2]
-    code_score = edit_baselines.score_edit(self.exp, self.state, code_edit,
-                                           batch, self.frames, [0, 1], others)
+    batch = scribbles.scribble_batch(self.frames, [0], [alpha > 0.5],
+                                     [(0.2, 0.4, 0.9)])
+    others = list(self.table[:2])
+    original = methods.unedited(self.state)
+    code_score = scoring.scribble_score(self.exp, original, code_edit, batch,
+                                        self.frames, [0, 1], others)
     self.assertEqual(code_score['method'], 'code')
     self.assertEqual((code_score['drift_depth'], code_score['drift_opacity'],
                       code_score['collateral']), (0.0, 0.0, 0.0))
@@ -114,8 +121,8 @@ class GalleryTest(absltest.TestCase):
     mse = np.mean((np.clip(rendered, 0, 1) - batch.target)**2)
     self.assertAlmostEqual(code_score['scribble_psnr'],
                            -10 * np.log10(mse), places=4)
-    head_score = edit_baselines.score_edit(self.exp, self.state, head_edit,
-                                           batch, self.frames, [0], others)
+    head_score = scoring.scribble_score(self.exp, original, head_edit, batch,
+                                        self.frames, [0], others)
     self.assertEqual(head_score['drift_depth'], 0.0)  # heads only.
     self.assertGreater(head_score['collateral'], 1e-3)
 

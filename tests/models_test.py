@@ -107,6 +107,42 @@ class ModelTest(parameterized.TestCase):
 
     self.assertEqual(jax.grad(density_sum)(code_a).sum(), 0.0)
 
+  @parameterized.parameters('hierarchical', 'proposal')
+  def test_palette_weights_and_geometry_are_independent_of_code(self,
+                                                                sampler):
+    model, config = tiny_model(sampler, 'hashgrid', 'concat')
+    model = model.clone(head_kind='palette',
+                        head=dict(model.head, palette_size=5))
+    rays = random_rays(24, jax.random.key(0))
+    code_dim = config.codes.dim
+
+    def code(seed, scale):
+      k1, k2 = jax.random.split(jax.random.key(seed))
+      return {'appearance': scale * jax.random.normal(k1, (24, code_dim)),
+              'palette': jax.random.uniform(k2, (24, 5, 3))}
+
+    params = model.init(jax.random.key(1), rays, code(3, 1.0))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.key(5), len(leaves))
+    params = jax.tree.unflatten(treedef, [
+        p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+    noise = jax.random.uniform(jax.random.key(2), (24, model.noise_dim()))
+    code_a, code_b = code(3, 1.0), code(4, 5.0)
+    out_a = model.apply(params, rays, code_a, noise)
+    out_b = model.apply(params, rays, code_b, noise)
+    for a, b in zip(out_a, out_b):
+      for name in ('weights', 'tdist', 'acc', 'depth'):
+        if getattr(a, name) is not None:
+          np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    self.assertGreater(np.abs(out_a[-1].rgb - out_b[-1].rgb).max(), 1e-4)
+    level = model.apply(params, rays, noise, method='geometry')[-1]
+    terms_a = model.apply(params, level, rays.directions, code_a,
+                          method='palette_terms')
+    terms_b = model.apply(params, level, rays.directions, code_b,
+                          method='palette_terms')
+    for name in ('weights', 'intensity'):  # the palette's code-free part.
+      np.testing.assert_array_equal(terms_a[name], terms_b[name])
+
   def test_clip_to_bound_keeps_samples_in_the_box(self):
     model, config = tiny_model('proposal', 'hashgrid')
     model = model.clone(clip_to_bound=True)

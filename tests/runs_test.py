@@ -5,8 +5,8 @@ import os
 import tempfile
 
 from absl.testing import absltest
+import chex
 import jax
-import numpy as np
 
 from condnerf import runs
 from condnerf import workdir as workdir_lib
@@ -104,11 +104,14 @@ class TrainAndLoadTest(absltest.TestCase):
       trained = runs.train_run(config, 'run')
       self.assertEqual(trained.step, 2)
       self.assertEqual(trained.metrics['num_images'], 2)
-      self.assertEqual(trained.codes.shape, (2, config.codes.dim))
+      self.assertEqual(trained.codes['appearance'].shape,
+                       (2, config.codes.dim))
+      self.assertEqual(trained.codes['palette'].shape,
+                       (2, config.model.head.palette_size, 3))
       os.makedirs('notebooks')
       os.chdir('notebooks')
       loaded = runs.load_run('../run')
-      np.testing.assert_array_equal(loaded.codes, trained.codes)
+      chex.assert_trees_all_equal(loaded.codes, trained.codes)
       self.assertEqual(loaded.bank, os.path.join('../run', 'edit',
                                                  'codes.npz'))
       self.assertIn('step 2', loaded.note)

@@ -61,10 +61,12 @@ def get_config(arg=None):
                           hash_log2_table_size=17, hash_features=1,
                           hash_max_resolution=128),
       head=dict(
+          kind='mlp',  # 'mlp' (latent-code head) or 'palette'.
           conditioning='concat',  # 'concat', 'film' or 'none'.
           width=128,
           depth=1,
           dir_deg=4,
+          palette_size=6,  # palette head: K entries per code.
       ),
   ))
 
@@ -98,6 +100,16 @@ def get_config(arg=None):
       # Compare each training ray on a random background color (images
       # with alpha only): empty space cannot fake the background.
       random_background=False,
+      # Palette head: weights of its regularizers (see models.shade): the
+      # residual's squared size, the entropy of the palette weights, and how
+      # unevenly a batch uses the entries (losses.palette_usage; decays to
+      # 0 by the share palette_usage_until of training, 0 = constant). The
+      # entropy weight ramps in from the share palette_entropy_from.
+      residual_weight=0.1,
+      palette_entropy_weight=0.01,
+      palette_entropy_from=0.0,
+      palette_usage_weight=0.0,
+      palette_usage_until=0.0,
       log_every=100,
       checkpoint_every=2000,
       keep_checkpoints=3,
@@ -130,8 +142,8 @@ def get_config(arg=None):
   ))
 
   config.edit = ml_collections.ConfigDict(dict(
-      # 'recolor', 'benchmark', 'swap', 'interpolate', 'fit', 'nerfw' or
-      # 'codes' (see condnerf/edit_lib.py).
+      # 'recolor', 'palette', 'benchmark', 'swap', 'interpolate', 'fit',
+      # 'nerfw' or 'codes' (see condnerf/edit/operations.py).
       operation='recolor',
       name='edit',  # outputs go to <workdir>/edit/<name>/.
       split='test',  # views are indices into this split.
@@ -140,7 +152,9 @@ def get_config(arg=None):
       pixels='',  # recolor: or 'row,col;row,col;...' on views[0].
       color='#2f5cff',  # recolor: target as #RRGGBB, R,G,B or r,g,b.
       keep_mask='',  # recolor: optional PNG of pixels that must not change.
-      method='code',  # one of edit_baselines.METHODS.
+      method='code',  # recolor: a key of condnerf.edit.methods.METHODS.
+      init_code=-1,  # recolor/palette: the code row to start from; -1 = mean.
+      palette='',  # palette: entries to set, 'k=#RRGGBB;k=r,g,b'.
       steps=200,
       learning_rate=0.0,  # 0 = the method's default.
       code_a=0,  # swap/interpolate: first code row (or the bank name below).

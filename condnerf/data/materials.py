@@ -35,16 +35,15 @@ dataset and re-rendering its views under any material (`ground_truth`,
 """
 
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
+from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
 from condnerf.data import procedural
+from condnerf.data import variants
 
 HUE_RANGE_DEG = (-25.0, 40.0)
 SATURATION_RANGE = (0.6, 0.95)
@@ -234,12 +233,6 @@ def sample_appearances(num, seed, light_cone_deg=0.0):
           for i in range(num)]
 
 
-def _balanced_ids(rng, num_frames, num_appearances):
-  """i32[num_frames]: every id as evenly as possible, in random order."""
-  return rng.permutation(np.arange(num_frames) % num_appearances).astype(
-      np.int32)
-
-
 def _check_sizes(resolution, num_train, num_val, num_test, num_appearances,
                  supersample):
   """{split: frame count}, once every size is checked."""
@@ -254,28 +247,6 @@ def _check_sizes(resolution, num_train, num_val, num_test, num_appearances,
         f'{num_appearances}; every appearance must occur in training.')
   return {'train': num_train, 'val': check(num_val, 'num_val', 0),
           'test': check(num_test, 'num_test', 0)}
-
-
-def _check_out(out, overwrite):
-  if os.path.exists(out):
-    if not os.path.isdir(out):
-      raise base.DataError(f'out {out} exists and is not a folder.')
-    if os.listdir(out) and not overwrite:
-      raise base.DataError(
-          f'out {out} is not empty; choose an empty folder, or pass '
-          'overwrite=True (--overwrite) to replace it.')
-
-
-def _move_into_place(tmp, out):
-  """Renames the finished folder `tmp` to `out`, replacing what is there."""
-  if not os.path.exists(out):
-    os.rename(tmp, out)
-    return
-  old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.old-',
-                         dir=os.path.dirname(tmp))
-  os.rename(out, os.path.join(old, 'out'))
-  os.rename(tmp, out)
-  shutil.rmtree(old)
 
 
 def _write_split(folder, split, poses, ids, materials, resolution,
@@ -336,18 +307,14 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
   counts = _check_sizes(resolution, num_train, num_val, num_test,
                         num_appearances, supersample)
   light_cone_deg = _check_cone(light_cone_deg)
-  _check_out(out_dir, overwrite)
+  variants.check_out(None, out_dir, overwrite)
   materials = sample_appearances(num_appearances, seed, light_cone_deg)
   poses = procedural.chair_poses(sum(counts.values()), seed)
   rng = np.random.default_rng([seed, 2])
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.tmp-',
-                         dir=parent)
-  try:
+  with workdir_lib.staged_dir(out_dir) as tmp:
     start = 0
     for split, count in counts.items():
-      ids = _balanced_ids(rng, count, num_appearances)
+      ids = variants.balanced_ids(rng, count, num_appearances)
       frames = _write_split(tmp, split, poses[start:start + count], ids,
                             materials, resolution, supersample)
       start += count
@@ -355,13 +322,8 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
       meta['parts'] = list(procedural.PARTS)
       meta['materials'] = [m.to_json() for m in materials]
       meta['material_distributions'] = training_distribution(light_cone_deg)
-      with open(os.path.join(tmp, f'transforms_{split}.json'), 'w',
-                encoding='utf-8') as f:
-        json.dump(meta, f, indent=2)
-    _move_into_place(tmp, out_dir)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+      workdir_lib.write_json(os.path.join(tmp, f'transforms_{split}.json'),
+                             meta, sort_keys=False)
   return out_dir
 
 

@@ -16,14 +16,13 @@ rendering the ground truth of any source view under any appearance
 (`variant_image`, `ground_truth_images`). Reading datasets is `blender`'s job.
 """
 
-import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from PIL import Image
 
+from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
 
@@ -166,7 +165,7 @@ def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
   return images
 
 
-def _balanced_ids(rng, num_frames, num_appearances):
+def balanced_ids(rng, num_frames, num_appearances):
   """i32[num_frames]: a shuffled, as-even-as-possible use of every id."""
   ids = np.arange(num_frames) % num_appearances
   return rng.permutation(ids).astype(np.int32)
@@ -182,11 +181,14 @@ def _inside(folder, file_path, where):
   return rel
 
 
-def _check_out(src, out, overwrite):
-  real_src, real_out = os.path.realpath(src), os.path.realpath(out)
-  if real_out == real_src or real_src.startswith(real_out + os.sep):
-    raise base.DataError(
-        f'out {out} is or contains the source {src}; choose another folder.')
+def check_out(src, out, overwrite):
+  """Refuses an output folder that holds data (or contains `src`)."""
+  if src is not None:
+    real_src, real_out = os.path.realpath(src), os.path.realpath(out)
+    if real_out == real_src or real_src.startswith(real_out + os.sep):
+      raise base.DataError(
+          f'out {out} is or contains the source {src}; choose another '
+          'folder.')
   if os.path.exists(out):
     if not os.path.isdir(out):
       raise base.DataError(f'out {out} exists and is not a folder.')
@@ -206,8 +208,8 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
   every key and gain per frame `appearance_id` and `appearance`
   ([theta, s, g]), and at top level `appearances`, `variants_seed` and
   `variants_source`. Everything is written into a temporary folder beside
-  `out` and renamed into place at the end, so a failure leaves no partial
-  output.
+  `out` and renamed into place at the end (`workdir.staged_dir`), so a
+  failure leaves no partial output.
 
   Args:
     src: folder of the source dataset (`transforms_{train,val,test}.json`).
@@ -227,7 +229,7 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
     raise base.DataError(f'Source dataset folder {src} does not exist.')
   num_appearances = blender.check_positive_int(num_appearances,
                                                'num_appearances')
-  _check_out(src, out, overwrite)
+  check_out(src, out, overwrite)
   splits = {}
   for split in blender.SPLITS:
     json_path = os.path.join(src, f'transforms_{split}.json')
@@ -248,13 +250,10 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
 
   table = sample_appearances(num_appearances, seed)
   rng = np.random.default_rng([seed, 1])
-  parent = os.path.dirname(os.path.abspath(out))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.tmp-', dir=parent)
-  try:
+  with workdir_lib.staged_dir(out) as tmp:
     written = set()
     for split, (json_path, meta, frames) in splits.items():
-      ids = _balanced_ids(rng, len(frames), num_appearances)
+      ids = balanced_ids(rng, len(frames), num_appearances)
       new_frames = []
       for i, (frame, code) in enumerate(zip(frames, ids.tolist())):
         where = f'{json_path} frame {i}'
@@ -287,18 +286,6 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
       new_meta['appearances'] = table.astype(float).tolist()
       new_meta['variants_seed'] = int(seed)
       new_meta['variants_source'] = os.path.abspath(src)
-      with open(os.path.join(tmp, os.path.basename(json_path)), 'w',
-                encoding='utf-8') as f:
-        json.dump(new_meta, f, indent=2)
-    if os.path.exists(out):
-      old = tempfile.mkdtemp(prefix=f'.{os.path.basename(out)}.old-',
-                             dir=parent)
-      os.rename(out, os.path.join(old, 'out'))
-      os.rename(tmp, out)
-      shutil.rmtree(old)
-    else:
-      os.rename(tmp, out)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
+      workdir_lib.write_json(os.path.join(tmp, os.path.basename(json_path)),
+                             new_meta, sort_keys=False)
   return out

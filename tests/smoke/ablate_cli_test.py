@@ -16,7 +16,7 @@ SWEEP = '''
 from condnerf.configs import demo
 
 def get_sweep(arg=None):
-  base = demo.get_config('small')
+  base = demo.get_config('small,latent')
   base.train.update(steps=2, val_every=0, checkpoint_every=0)
   base.eval.update(max_images=1, save_images=False)
   return dict(name='tiny', base=base, seeds=(0,),

@@ -104,8 +104,9 @@ class MultiProcessEvalTest(absltest.TestCase):
     self.run_two(*fit, '--config.edit.name=two')
     bank = codes.load_bank(os.path.join(self.workdir, 'edit', 'codes.npz'))
     for view in range(3):
-      np.testing.assert_allclose(bank[f'two_test_{view}'],
-                                 bank[f'one_test_{view}'], atol=1e-4)
+      np.testing.assert_allclose(bank[f'two_test_{view}']['appearance'],
+                                 bank[f'one_test_{view}']['appearance'],
+                                 atol=1e-4)
 
   def test_unreachable_coordinator_fails_in_bounded_time(self):
     address = f'127.0.0.1:{free_port()}'  # nobody listens there.

@@ -66,7 +66,7 @@ class WorkdirCliTest(absltest.TestCase):
     workdir = os.path.join(self.tmp.name, 'busy')
     # Saves every 3 steps (about 0.3 s each here), so the training outlives
     # the readers and they meet its in-flight saves (tmp folders).
-    train = self._start(workdir, '--config.train.steps=600',
+    train = self._start(workdir, '--config.train.steps=420',
                         '--config.train.checkpoint_every=3',
                         '--config.train.keep_checkpoints=2')
     try:

@@ -1,4 +1,5 @@
-"""Editing: code edits keep geometry, recolor works, fit inverts, baselines."""
+"""Edit methods: code edits keep geometry, recolor works, fit inverts,
+baselines (moved from editing_test.py with the edit package)."""
 
 from absl.testing import absltest
 import chex
@@ -7,8 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from condnerf import codes as codes_lib
-from condnerf import edit_baselines
-from condnerf import editing
 from condnerf import experiment as experiment_lib
 from condnerf import inference
 from condnerf import losses
@@ -16,12 +15,16 @@ from condnerf import metrics as metrics_lib
 from condnerf import parallel
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
+from condnerf.edit import methods
+from condnerf.edit import optimize
+from condnerf.edit import scribbles
 from tests import scenes
 
 
-def trained_tiny(devices=None, steps=300):
+def trained_tiny(devices=None, steps=300, head='mlp'):
   """A small hash-grid model trained briefly on the tinted chair."""
   config = base.get_config('fast,runlocal')
+  config.model.head.kind = head
   config.train.batch_size = 256
   config.codes.dim = 8
   config.optim.warmup_steps = 0
@@ -48,16 +51,17 @@ class EditingTest(absltest.TestCase):
   def _scribble(self, color=(0.2, 0.4, 0.9)):
     alpha = self.frames.alphas[0]
     pixels = np.argwhere(alpha > 0.5)[:32]
-    return editing.scribble_batch(self.frames, [0], [pixels], [color])
+    return scribbles.scribble_batch(self.frames, [0], [pixels], [color])
 
   def test_code_edit_keeps_geometry_bitwise_and_moves_color(self):
     batch = self._scribble()
-    result = edit_baselines.run_edit(self.exp, self.state, batch, 'code',
-                                     steps=200)
+    result = methods.run_edit(self.exp, self.state, batch, 'code',
+                              steps=200)
     self.assertGreater(result.info.loss_start, 10 * result.info.loss_end)
-    rays = editing.view_rays(self.frames, 0)
-    before = editing.render_with_code(
-        self.exp, self.state, rays, codes_lib.mean_code(self.state.codes))
+    rays = scribbles.view_rays(self.frames, 0)
+    before = inference.render_with_code(
+        self.exp, self.state.params, rays,
+        codes_lib.mean_code(self.state.codes))
     after = result.render(self.exp, rays)
     np.testing.assert_array_equal(before['acc'], after['acc'])
     np.testing.assert_array_equal(before['depth'], after['depth'])
@@ -95,29 +99,32 @@ class EditingTest(absltest.TestCase):
     rays = sampler_lib.image_rays(self.exp.scene.train, 1)
     normal = self.exp.render(self.state, rays)
     own = self.state.codes['appearance'][int(rays.code_ids[0, 0])]
-    swapped = editing.render_with_code(self.exp, self.state, rays, own)
+    swapped = inference.render_with_code(self.exp, self.state.params, rays,
+                                         own)
     for key in ('rgb', 'depth', 'acc'):
       np.testing.assert_array_equal(normal[key], swapped[key])
 
   def test_interpolation_endpoints(self):
-    rays = editing.view_rays(self.frames, 0)
+    rays = scribbles.view_rays(self.frames, 0)
     table = np.asarray(jax.device_get(self.state.codes['appearance']))
-    sweep = editing.interpolation_sweep(self.exp, self.state, rays, table[0],
-                                        table[1], num=3)
+    sweep = inference.interpolation_sweep(self.exp, self.state.params, rays,
+                                          table[0], table[1], num=3)
     self.assertLen(sweep, 3)
     for code, image in ((table[0], sweep[0]), (table[1], sweep[-1])):
-      want = editing.render_with_code(self.exp, self.state, rays, code)
+      want = inference.render_with_code(self.exp, self.state.params, rays,
+                                        code)
       np.testing.assert_allclose(image, want['rgb'], atol=1e-6)
 
   def test_batched_codes_equal_single_renders(self):
-    rays = editing.view_rays(self.frames, 1)
+    rays = scribbles.view_rays(self.frames, 1)
     table = np.asarray(jax.device_get(self.state.codes['appearance']))
     table = np.concatenate([table, table.mean(0, keepdims=True)])
-    batched = editing.render_codes(self.exp, self.state, rays, table,
-                                   chunk=100)  # several chunks, padded.
+    batched = inference.render_codes(self.exp, self.state.params, rays,
+                                     table, chunk=100)  # several chunks.
     self.assertEqual(batched['rgb'].shape, (len(table),) + rays.shape + (3,))
     for code, rgb in zip(table, batched['rgb']):
-      single = editing.render_with_code(self.exp, self.state, rays, code)
+      single = inference.render_with_code(self.exp, self.state.params, rays,
+                                          code)
       # The vmapped color head may block its matmuls differently: equal up
       # to a few float32 ulps (values are ~1; 1/255 is 4e-3).
       np.testing.assert_allclose(rgb, single['rgb'], rtol=1e-5, atol=1e-6)
@@ -130,24 +137,27 @@ class EditingTest(absltest.TestCase):
     views = [0, 1]
     renders = [self.exp.render(self.state, sampler_lib.image_rays(frames, v))
                for v in views]
-    codes, _ = editing.fit(self.exp, self.state, frames, views,
-                           images=[r['rgb'] for r in renders], steps=300,
-                           learning_rate=5e-2)
-    for v, render, code in zip(views, renders, codes):
-      refit = editing.render_with_code(self.exp, self.state,
-                                       sampler_lib.image_rays(frames, v), code)
+    codes, _ = optimize.fit(self.exp, self.state, frames, views,
+                            images=[r['rgb'] for r in renders], steps=300,
+                            learning_rate=5e-2)
+    for i, (v, render) in enumerate(zip(views, renders)):
+      code = codes_lib.row(codes, i)
+      refit = inference.render_with_code(
+          self.exp, self.state.params, sampler_lib.image_rays(frames, v),
+          code)
       self.assertGreaterEqual(
           float(metrics_lib.psnr(refit['rgb'], render['rgb'])), 35.0,
           f'view {v}, true code {table[frames.appearance_ids[v]]}')
 
   def test_weight_baselines_report_their_changes(self):
     batch = self._scribble()
-    rays = editing.view_rays(self.frames, 1)
+    rays = scribbles.view_rays(self.frames, 1)
     code = codes_lib.mean_code(self.state.codes)
-    before = editing.render_with_code(self.exp, self.state, rays, code)
+    before = inference.render_with_code(self.exp, self.state.params, rays,
+                                        code)
     for method in ('color_head', 'adapter', 'hybrid', 'full'):
-      result = edit_baselines.run_edit(self.exp, self.state, batch, method,
-                                       steps=20)
+      result = methods.run_edit(self.exp, self.state, batch, method,
+                                steps=20)
       self.assertLess(result.info.loss_end, result.info.loss_start, method)
       after = result.render(self.exp, rays, code)
       moved_geometry = np.abs(after['acc'] - before['acc']).max()
@@ -160,23 +170,23 @@ class EditingTest(absltest.TestCase):
 
   def test_bad_inputs(self):
     height, width = self.frames.images[0].shape[:2]
-    with self.assertRaisesRegex(editing.EditError, 'mask .* is'):
-      editing.scribble_batch(self.frames, [0], [np.ones((3, 3), bool)],
+    with self.assertRaisesRegex(scribbles.EditError, 'mask .* is'):
+      scribbles.scribble_batch(self.frames, [0], [np.ones((3, 3), bool)],
                              [(1, 0, 0)])
-    with self.assertRaisesRegex(editing.EditError, 'empty'):
-      editing.scribble_batch(self.frames, [0],
+    with self.assertRaisesRegex(scribbles.EditError, 'empty'):
+      scribbles.scribble_batch(self.frames, [0],
                              [np.zeros((height, width), bool)], [(1, 0, 0)])
-    with self.assertRaisesRegex(editing.EditError, 'out of range'):
-      editing.scribble_batch(self.frames, [99], [[(0, 0)]], [(1, 0, 0)])
-    with self.assertRaisesRegex(editing.EditError, 'Cannot parse color'):
-      editing.parse_color('blue-ish')
-    with self.assertRaisesRegex(editing.EditError, 'Unknown edit method'):
-      edit_baselines.run_edit(self.exp, self.state, self._scribble(), 'nope')
-    np.testing.assert_allclose(editing.parse_color('#3366FF'),
+    with self.assertRaisesRegex(scribbles.EditError, 'out of range'):
+      scribbles.scribble_batch(self.frames, [99], [[(0, 0)]], [(1, 0, 0)])
+    with self.assertRaisesRegex(scribbles.EditError, 'Cannot parse color'):
+      scribbles.parse_color('blue-ish')
+    with self.assertRaisesRegex(scribbles.EditError, 'Unknown edit method'):
+      methods.run_edit(self.exp, self.state, self._scribble(), 'nope')
+    np.testing.assert_allclose(scribbles.parse_color('#3366FF'),
                                [0.2, 0.4, 1.0])
-    np.testing.assert_allclose(editing.parse_color('51,102,255'),
+    np.testing.assert_allclose(scribbles.parse_color('51,102,255'),
                                [0.2, 0.4, 1.0])
-    np.testing.assert_allclose(editing.parse_color('0.2, 0.4, 1.0'),
+    np.testing.assert_allclose(scribbles.parse_color('0.2, 0.4, 1.0'),
                                [0.2, 0.4, 1.0])
 
 
@@ -190,10 +200,10 @@ class BatchedFitDevicesTest(absltest.TestCase):
     state8 = jax.device_put(jax.device_get(state),
                             parallel.replicated(exp8.mesh))
     frames = exp1.scene.train
-    masks = [editing.half_mask(16, 16, 'left')] * 3
-    codes1, _ = editing.fit(exp1, state, frames, [0, 1, 2], masks, steps=20)
-    codes8, _ = editing.fit(exp8, state8, frames, [0, 1, 2], masks, steps=20)
-    np.testing.assert_allclose(codes1, codes8, atol=1e-5)
+    masks = [metrics_lib.masked_region(16, 16, 'left')] * 3
+    codes1, _ = optimize.fit(exp1, state, frames, [0, 1, 2], masks, steps=20)
+    codes8, _ = optimize.fit(exp8, state8, frames, [0, 1, 2], masks, steps=20)
+    chex.assert_trees_all_close(codes1, codes8, atol=1e-5)
 
 
 class BrushMaskTest(absltest.TestCase):
@@ -201,7 +211,7 @@ class BrushMaskTest(absltest.TestCase):
   def test_matches_a_sampled_stroke(self):
     points = np.array([(2.0, 1.0), (2.0, 8.0), (7.5, 9.0)])
     radius = 1.3
-    mask = editing.brush_mask(10, 12, points, radius)
+    mask = scribbles.brush_mask(10, 12, points, radius)
     # Reference: distance to many points along the stroke.
     t = np.linspace(0.0, 1.0, 2001)[:, None]
     samples = np.concatenate([a + t * (b - a)
@@ -214,10 +224,10 @@ class BrushMaskTest(absltest.TestCase):
     self.assertGreater(mask.sum(), 20)
 
   def test_single_point_is_a_dot(self):
-    mask = editing.brush_mask(5, 5, [(2, 2)], radius=1.0)
+    mask = scribbles.brush_mask(5, 5, [(2, 2)], radius=1.0)
     self.assertEqual(mask.sum(), 5)  # the center and its 4 neighbours.
-    with self.assertRaisesRegex(editing.EditError, 'at least one point'):
-      editing.brush_mask(5, 5, [])
+    with self.assertRaisesRegex(scribbles.EditError, 'at least one point'):
+      scribbles.brush_mask(5, 5, [])
 
 
 if __name__ == '__main__':

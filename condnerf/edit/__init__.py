@@ -1,0 +1,15 @@
+"""Editing a trained run's look: every edit is an operation on a code.
+
+Data flows one way through the package:
+  scribbles   what to change: edit batches from colors, pixel lists, masks
+              and brush strokes; one seeded pixel sampler.
+  optimize    how: geometry cached once, the data-parallel gradient step and
+              loop, inversion (`fit`), and the closed-form palette solve.
+  methods     the registry of edit methods (code, palette, palette_part and
+              the weight-level baselines), each returning an `EditResult`.
+  scoring     one scorer (target PSNR, preservation, drift, collateral) and
+              the NeRF-W half-image protocol.
+  operations  the `--mode=edit` drivers.
+The field is frozen by construction in every code method: gradients (or the
+least-squares solve) reach only the code.
+"""

@@ -1,0 +1,427 @@
+"""Edit optimization on cached geometry: gradient steps and closed forms.
+
+The second stage of `condnerf.edit`. Owns
+  `cache_geometry`     pads and places an edit batch and computes its
+                       final-level geometry once (the field is frozen);
+  `make_shade_step`    colors of cached geometry under one code;
+  `make_step`          one data-parallel optimizer step of any edit loss;
+  `run_optimizer`      compiles and runs it, timed (`EditInfo`);
+  `optimize_codes`     fits a code table (all entries, or some) to a batch;
+  `recolor`, `fit`     one code from scribbles; NeRF-W style inversion;
+  `palette_system`     per-ray linear model of color in the palette,
+                       color = A @ P + b, on cached geometry;
+  `solve_palette`      the regularized least-squares palette (closed form)
+                       and `select_entries`, the entries a part scribble
+                       touches.
+Symbols: `num_rays` edited rays, `num_codes` rows of the optimized table,
+`K` palette entries.
+"""
+
+import dataclasses
+import time
+
+import jax
+from jax import lax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import numpy as np
+import optax
+
+from condnerf import codes as codes_lib
+from condnerf import inference
+from condnerf import losses
+from condnerf import parallel
+from condnerf.edit import scribbles
+
+
+def make_geometry_step(model, mesh):
+  """Jitted `geometry_step(params, rays) -> final level` (cached by edits)."""
+
+  def per_device(params, rays):
+    level = model.apply({'params': params}, rays, method='geometry')[-1]
+    return {k: level[k] for k in ('tdist', 'weights', 'feature', 'points')}
+
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh, in_specs=(P(), P(parallel.AXIS)),
+      out_specs=P(parallel.AXIS)))
+
+
+def cache_geometry(experiment, params, batch):
+  """Pads an edit batch to the mesh, places it and computes its geometry.
+
+  Args:
+    experiment: `experiment_lib.Experiment`.
+    params: frozen field parameters (replicated).
+    batch: `EditBatch` of numpy arrays.
+  Returns:
+    (placed `EditBatch`, cached final level dict), both sharded over 'data'.
+  """
+  mesh = experiment.mesh
+  padded, n = parallel.pad_to_multiple(batch, mesh.devices.size)
+  weight = np.asarray(padded.weight).copy()
+  weight[n:] = 0.0
+  padded = padded.replace(weight=weight)
+  placed = parallel.shard_batch(parallel.process_rows(padded), mesh)
+  geometry_step = experiment.cached_step(
+      'edit_geometry', lambda: make_geometry_step(experiment.model, mesh))
+  level = geometry_step(params, placed.rays)
+  return placed, level
+
+
+def make_shade_step(model, mesh, color_fn=None):
+  """Jitted `shade_step(params, code, level, directions, color_params)`.
+
+  Colors of cached geometry under one code (broadcast to every ray), for
+  renders of edits that leave the geometry alone (`scoring.ViewCache`).
+  Returns f32[num_rays, 3] rgb clipped to [0, 1], sharded like the rays.
+  """
+
+  def per_device(params, code, level, directions, color_params):
+    ray_codes = codes_lib.broadcast(code, directions.shape[0])
+    out = inference.shade(model, params, level, directions, ray_codes,
+                          color_fn, color_params)
+    return jnp.clip(out.rgb, 0.0, 1.0)  # as every render (`inference`).
+
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(P(), P(), P(parallel.AXIS), P(parallel.AXIS), P()),
+      out_specs=P(parallel.AXIS)))
+
+
+def make_step(loss_fn, optimizer, mesh):
+  """Jitted data-parallel optimizer step for any edit loss.
+
+  Args:
+    loss_fn: `loss_fn(trainable, frozen, batch, level) -> f32[]` on one
+      device's share of the rays.
+    optimizer: optax transform over `trainable`.
+    mesh: the data mesh.
+  Returns:
+    `step(trainable, opt_state, frozen, batch, level) -> (trainable,
+    opt_state, {'loss'})`; trainable and opt_state are donated.
+  """
+
+  def per_device(trainable, opt_state, frozen, batch, level):
+    local = lax.pcast(trainable, parallel.AXIS, to='varying')
+    loss, grads = jax.value_and_grad(loss_fn)(local, frozen, batch, level)
+    grads, loss = lax.pmean((grads, loss), parallel.AXIS)
+    updates, opt_state = optimizer.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, {'loss': loss}
+
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(P(), P(), P(), P(parallel.AXIS), P(parallel.AXIS)),
+      out_specs=(P(), P(), P())), donate_argnums=(0, 1))
+
+
+def make_code_loss(model):
+  """Loss of a code table on cached geometry; the field is frozen input."""
+
+  def loss_fn(codes, params, batch, level):
+    ray_codes = codes_lib.lookup(codes, batch.rays.code_ids)
+    out = inference.shade(model, params, level, batch.rays.directions,
+                          ray_codes)
+    return losses.photometric(out.rgb, batch.target, batch.weight)
+
+  return loss_fn
+
+
+@dataclasses.dataclass
+class EditInfo:
+  """How an optimization went.
+
+  Attributes:
+    steps: optimization steps taken.
+    seconds: wall time of the steps (compilation excluded).
+    compile_seconds: time to compile the step.
+    loss_start: loss of the starting point.
+    loss_end: loss after the last update.
+  """
+  steps: int
+  seconds: float
+  compile_seconds: float
+  loss_start: float
+  loss_end: float
+
+
+def run_optimizer(experiment, loss_fn, trainable, frozen, placed, level,
+                  steps, learning_rate):
+  """Compiles and runs `steps` Adam steps of an edit loss.
+
+  Args:
+    experiment: `experiment_lib.Experiment`.
+    loss_fn: see `make_step`.
+    trainable: pytree being optimized.
+    frozen: pytree read but not optimized.
+    placed: `EditBatch` placed over the mesh (from `cache_geometry`).
+    level: cached geometry (from `cache_geometry`), or None.
+    steps: Adam steps.
+    learning_rate: Adam learning rate.
+  Returns:
+    (optimized trainable on the host, `EditInfo`).
+  """
+  mesh = experiment.mesh
+  optimizer = optax.adam(learning_rate)
+  # A fresh copy: the step donates its trainable buffers, and callers pass
+  # arrays they keep (the trained params, the code table).
+  trainable = jax.jit(lambda t: jax.tree.map(jnp.copy, t),
+                      out_shardings=parallel.replicated(mesh))(trainable)
+  opt_state = parallel.replicate(optimizer.init(trainable), mesh)
+  step_fn = make_step(loss_fn, optimizer, mesh)
+  start = time.perf_counter()
+  compiled = step_fn.lower(trainable, opt_state, frozen, placed,
+                           level).compile()
+  compile_seconds = time.perf_counter() - start
+  # The loss evaluations are outside the timed loop (one compiled jit each).
+  evaluate = jax.jit(loss_fn)
+  loss_start = float(evaluate(trainable, frozen, placed, level))
+  start = time.perf_counter()
+  for _ in range(steps):
+    trainable, opt_state, _ = compiled(trainable, opt_state, frozen, placed,
+                                       level)
+    # One step in flight: see train_lib (XLA:CPU collective deadlocks).
+    trainable = jax.block_until_ready(trainable)
+  seconds = time.perf_counter() - start
+  loss_end = float(evaluate(trainable, frozen, placed, level))
+  return jax.device_get(trainable), EditInfo(
+      steps=steps, seconds=seconds, compile_seconds=compile_seconds,
+      loss_start=loss_start, loss_end=loss_end)
+
+
+def optimize_codes(experiment, params, batch, init_table, steps=200,
+                   learning_rate=0.1, entries=None):
+  """Fits a code table to an edit batch with the field frozen.
+
+  Args:
+    experiment: `experiment_lib.Experiment`.
+    params: frozen field parameters (replicated).
+    batch: `EditBatch` whose `rays.code_ids` index `init_table`.
+    init_table: the starting code table (pytree, leading `num_codes`), or
+      f32[num_codes, code_dim] latent codes.
+    steps: Adam steps.
+    learning_rate: Adam learning rate.
+    entries: names of the code entries to optimize (default: every entry);
+      the others stay as given.
+  Returns:
+    (optimized table as numpy, of the structure of `init_table`;
+    `EditInfo`).
+  """
+  table = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32),
+                       codes_lib.as_code(init_table))
+  entries = tuple(table) if entries is None else tuple(entries)
+  trainable = {k: v for k, v in table.items() if k in entries}
+  fixed = {k: v for k, v in table.items() if k not in entries}
+  code_loss = make_code_loss(experiment.model)
+
+  def loss_fn(trainable, frozen, batch, level):
+    return code_loss({**trainable, **frozen['codes']}, frozen['params'],
+                     batch, level)
+
+  placed, level = cache_geometry(experiment, params, batch)
+  trained, info = run_optimizer(
+      experiment, loss_fn, trainable, {'params': params, 'codes': fixed},
+      placed, level, steps, learning_rate)
+  out = jax.tree.map(np.asarray, {**jax.device_get(fixed), **trained})
+  return (out if isinstance(init_table, dict) else out['appearance']), info
+
+
+def recolor(experiment, state, batch, init_code=None, steps=200,
+            learning_rate=0.1, entries=None):
+  """Finds one code that makes scribbled pixels match their targets.
+
+  Args:
+    experiment: `experiment_lib.Experiment`.
+    state: trained `TrainState` (params frozen, codes read).
+    batch: `EditBatch` from `scribble_batch` (code_ids are ignored).
+    init_code: the starting code (default: the mean code).
+    steps: Adam steps.
+    learning_rate: Adam learning rate.
+    entries: code entries to optimize (default: all).
+  Returns:
+    (the new code as numpy, `EditInfo`).
+  """
+  if init_code is None:
+    init_code = codes_lib.mean_code(jax.device_get(state.codes))
+  init_code = codes_lib.as_code(init_code)
+  table, info = optimize_codes(
+      experiment, state.params, _on_row(batch, 0),
+      codes_lib.stack([init_code]), steps, learning_rate, entries)
+  return codes_lib.row(table, 0), info
+
+
+def _on_row(batch, code_id):
+  """The batch with every ray reading row `code_id` of the table."""
+  return batch.replace(rays=batch.rays.replace(
+      code_ids=np.full_like(batch.rays.code_ids, code_id)))
+
+
+def fit(experiment, state, frames, views, masks=None, images=None,
+        steps=300, learning_rate=5e-2, max_pixels=1024, seed=0):
+  """Inverts images: one fresh code per view, all fitted in one computation.
+
+  Args:
+    experiment: `experiment_lib.Experiment`.
+    state: trained `TrainState`.
+    frames: `data.base.Frames` holding the images and poses.
+    views: list of view indices to fit.
+    masks: None (whole images) or a list of bool[H, W] pixels to fit on
+      (e.g. `metrics.masked_region(h, w, 'left')`).
+    images: None (the frames' own images) or a list of f32[H, W, 3], one per
+      view, to fit instead (new photos taken from those poses).
+    steps: Adam steps.
+    learning_rate: Adam learning rate.
+    max_pixels: fit each view on at most this many of its masked pixels,
+      drawn once with `seed` (a code needs far fewer than an image's worth;
+      0 = use them all).
+    seed: seed of that draw.
+  Returns:
+    (the table of fitted codes, one row per view, as numpy; `EditInfo`).
+  """
+  rng = np.random.default_rng(seed)
+  batches = []
+  for i, view in enumerate(views):
+    image = (frames.images[int(view)] if images is None
+             else np.asarray(images[i], np.float32))
+    mask = (np.ones(image.shape[:2], bool) if masks is None
+            else np.asarray(masks[i], bool))
+    chosen = scribbles.sample_pixels(mask, max_pixels, rng)
+    batches.append(scribbles.scribble_batch(
+        frames, [view], [chosen], [image[chosen[:, 0], chosen[:, 1]]],
+        code_id=i))
+  mean = codes_lib.mean_code(jax.device_get(state.codes))
+  return optimize_codes(experiment, state.params,
+                        scribbles.concat_batches(*batches),
+                        codes_lib.stack([mean] * len(views)), steps,
+                        learning_rate)
+
+
+def to_host(tree):
+  """Numpy copies of global arrays (gathered from every process)."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def make_palette_step(model, mesh):
+  """Jitted per-ray linear model of color in the palette (see below)."""
+  background = jnp.asarray(model.background, jnp.float32)
+
+  def per_device(params, code, batch, level):
+    num_rays = batch.rays.directions.shape[0]
+    ray_codes = codes_lib.broadcast(code, num_rays)
+    terms = model.apply({'params': params}, level, batch.rays.directions,
+                        ray_codes, method='palette_terms')
+    weights = level['weights']
+    design = jnp.einsum('rs,rs,rsk->rk', weights, terms['intensity'],
+                        terms['weights'])
+    acc = jnp.sum(weights, axis=-1, keepdims=True)
+    offset = (jnp.einsum('rs,rsc->rc', weights, terms['residual']) +
+              (1.0 - acc) * background)
+    return design, offset
+
+  return jax.jit(jax.shard_map(
+      per_device, mesh=mesh,
+      in_specs=(P(), P(), P(parallel.AXIS), P(parallel.AXIS)),
+      out_specs=P(parallel.AXIS)))
+
+
+def palette_system(experiment, params, code, placed, level):
+  """Rendered color as a linear function of the palette, ray by ray.
+
+  With geometry and the latent code fixed, a palette head renders
+  `color_r = A_r @ P + b_r`: `A_r[k]` sums each sample's compositing
+  weight x intensity x palette weight of entry k, and `b_r` the weighted
+  residual plus the background behind the ray.
+
+  Args:
+    experiment: `experiment_lib.Experiment` with a palette head.
+    params: field parameters.
+    code: the code being edited (its latent entry feeds the residual).
+    placed: `EditBatch` from `cache_geometry`.
+    level: its cached geometry.
+  Returns:
+    (A f64[num_rays, K], b f64[num_rays, 3], weight f64[num_rays]) on the
+    host; padding rays have weight 0.
+  """
+  mesh = experiment.mesh
+  step = experiment.cached_step(
+      'palette_system', lambda: make_palette_step(experiment.model, mesh))
+  design, offset = step(parallel.replicate(params, mesh),
+                        parallel.replicate(code, mesh), placed, level)
+  design, offset, weight = to_host((design, offset, placed.weight))
+  return (np.asarray(design, np.float64), np.asarray(offset, np.float64),
+          np.asarray(weight, np.float64))
+
+
+def solve_palette(design, offset, target, weight, palette, free, ridge=1e-6):
+  """The least-squares palette: free entries fitted, the others kept.
+
+  Minimizes `sum_r weight_r |A_r P + b_r - t_r|^2 + lam |P_F - P0_F|^2`
+  over the free rows `F` of P, with `lam = ridge * mean(diag(A_F^T W A_F))`
+  (a scale-free pull towards the current palette, so an entry no ray sees
+  stays where it was). Three right-hand sides, one K x K solve.
+
+  Args:
+    design: f64[num_rays, K] (A).
+    offset: f64[num_rays, 3] (b).
+    target: f32[num_rays, 3] target colors (t).
+    weight: f64[num_rays] row weights (0 = padding).
+    palette: f32[K, 3], the current palette P0.
+    free: bool[K], the entries to solve for.
+    ridge: relative strength of the pull towards P0.
+  Returns:
+    f32[K, 3], the new palette.
+  """
+  palette = np.asarray(palette, np.float64)
+  free = np.asarray(free, bool)
+  root = np.sqrt(np.asarray(weight, np.float64))[:, None]
+  a = design * root
+  rhs = (np.asarray(target, np.float64) - offset -
+         design[:, ~free] @ palette[~free]) * root
+  a_free = a[:, free]
+  gram = a_free.T @ a_free
+  lam = ridge * max(float(np.mean(np.diag(gram))) if free.any() else 0.0,
+                    1e-12)
+  solved = np.linalg.solve(gram + lam * np.eye(int(free.sum())),
+                           a_free.T @ rhs + lam * palette[free])
+  out = palette.copy()
+  out[free] = solved
+  return out.astype(np.float32)
+
+
+def select_entries(design, weight, threshold=0.2, coverage=0.8):
+  """The palette entries a part scribble selects.
+
+  Each entry's share of the scribbled rays' palette mass, `sum_r w_r A_rk`
+  over `sum_r w_r sum_k A_rk`; an entry is selected when its share is at
+  least `threshold`, and the selection must hold `coverage` of the mass.
+
+  Args:
+    design: f64[num_rays, K] (A) of the scribbled rays.
+    weight: f64[num_rays] (0 = padding).
+    threshold: smallest share of a selected entry.
+    coverage: smallest share of all selected entries together.
+  Returns:
+    (bool[K] selection, f64[K] shares).
+  Raises:
+    scribbles.EditError: no clear selection (the message lists the shares).
+  """
+  mass = np.asarray(weight, np.float64) @ np.asarray(design, np.float64)
+  total = float(mass.sum())
+  if total <= 0:
+    raise scribbles.EditError('The scribbled pixels show no surface (no '
+                              'palette weight); scribble on the object.')
+  share = mass / total
+  selected = share >= threshold
+  if share[selected].sum() < coverage:
+    listed = ', '.join(f'entry {k}: {100 * v:.0f}%' for k, v in
+                       sorted(enumerate(share), key=lambda kv: -kv[1])
+                       if v >= 0.01)
+    raise scribbles.EditError(
+        'The part scribble selects no palette entry clearly (the entries '
+        f'with at least {100 * threshold:.0f}% of its weight hold '
+        f'{100 * share[selected].sum():.0f}%, below {100 * coverage:.0f}%): '
+        f'{listed}. Scribble inside one part, or recolor the whole object '
+        "(method 'palette').")
+  return selected, share

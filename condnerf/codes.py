@@ -28,13 +28,19 @@ APPEARANCE = 'appearance'
 PALETTE = 'palette'
 
 
-def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0):
+def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0,
+               palette_center=None, palette_spread=0.1):
   """A fresh code table.
 
-  Latent codes are small Gaussian entries. Palette colors start uniform in
-  [0.15, 0.85], independently for every code and entry: palettes equal
-  across codes would receive equal gradients wherever the palette weights
-  are still uniform, and the weights could never tell the parts apart.
+  Latent codes are small Gaussian entries. Palette colors start random,
+  independently for every code and entry: palettes equal across codes
+  would receive equal gradients wherever the palette weights are still
+  uniform, and the weights could never tell the parts apart. Without
+  `palette_center` they are uniform in [0.15, 0.85]; with it, within
+  `palette_spread` of each code's center color (`palette_centers`), so that
+  no entry starts far from every color of its appearance: such an entry
+  loses every point in the first steps, its weight dies everywhere, and it
+  never gets a gradient again.
 
   Args:
     key: jax random key.
@@ -42,6 +48,8 @@ def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0):
     code_dim: width of each latent code.
     scale: standard deviation of the latent entries.
     palette_size: K, entries of each code's palette; 0 = no palette.
+    palette_center: None, or f32[num_codes, 3] a color per code.
+    palette_spread: half-width of the uniform offsets around it.
   Returns:
     {'appearance': f32[num_codes, code_dim]} (+ 'palette': f32[num_codes, K,
     3]).
@@ -51,10 +59,45 @@ def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0):
   codes = {APPEARANCE: scale * jax.random.normal(
       key, (num_codes, code_dim), jnp.float32)}
   if palette_size:
-    codes[PALETTE] = jax.random.uniform(
-        jax.random.fold_in(key, 1), (num_codes, palette_size, 3),
-        jnp.float32, 0.15, 0.85)
+    palette_key = jax.random.fold_in(key, 1)
+    shape = (num_codes, palette_size, 3)
+    if palette_center is None:
+      codes[PALETTE] = jax.random.uniform(palette_key, shape, jnp.float32,
+                                          0.15, 0.85)
+    else:
+      center = jnp.asarray(palette_center, jnp.float32)[:, None, :]
+      codes[PALETTE] = jnp.clip(center + jax.random.uniform(
+          palette_key, shape, jnp.float32, -palette_spread, palette_spread),
+                                0.0, 1.0)
   return codes
+
+
+def palette_centers(images, alphas, code_ids, num_codes):
+  """Each appearance's mean object color: where its palette starts.
+
+  Args:
+    images: list of f32[H, W, 3] training images.
+    alphas: None, or list of f32[H, W] foreground opacity (pixels with
+      alpha > 0.5 count; without alphas, every pixel).
+    code_ids: i32[N] code row of each image (-1: none).
+    num_codes: rows of the table.
+  Returns:
+    f32[num_codes, 3]; 0.5 gray for a code without pixels.
+  """
+  total = np.zeros((num_codes, 3))
+  count = np.zeros((num_codes,))
+  for i, (image, code) in enumerate(zip(images, code_ids)):
+    if not 0 <= code < num_codes:
+      continue
+    pixels = np.asarray(image).reshape(-1, 3)
+    if alphas is not None:
+      pixels = pixels[np.asarray(alphas[i]).reshape(-1) > 0.5]
+    total[code] += pixels.sum(0)
+    count[code] += len(pixels)
+  centers = np.full((num_codes, 3), 0.5)
+  seen = count > 0
+  centers[seen] = total[seen] / count[seen, None]
+  return centers.astype(np.float32)
 
 
 def as_code(code):

@@ -18,6 +18,7 @@ import jax
 import ml_collections
 
 from condnerf import checkpointing
+from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import inference
 from condnerf import models
@@ -125,10 +126,15 @@ def build_experiment(config, scene=None, mesh=None):
   model = models.build_model(config.model_name, model_cfg, scene.background)
   optimizer = optim.make_optimizer(config.optim, config.train.steps,
                                    freeze_patterns(config.train.freeze))
+  palette_center = None
+  if model.palette_size() and config.codes.palette_init == 'data':
+    palette_center = codes_lib.palette_centers(
+        scene.train.images, scene.train.alphas, scene.train.appearance_ids,
+        scene.num_codes)
   init_state = jax.jit(
       lambda key: train_lib.create_train_state(
           model, optimizer, key, scene.num_codes, config.codes.dim,
-          config.codes.init_scale),
+          config.codes.init_scale, palette_center),
       out_shardings=parallel.replicated(mesh))
   loss_fn = train_lib.make_loss_fn(
       model, config.train.coarse_loss_weight,
@@ -147,6 +153,7 @@ def build_experiment(config, scene=None, mesh=None):
                         model, mesh))
 
 
+PALETTE_INITS = ('data', 'uniform')
 SPLITS = ('train', 'val', 'test')
 
 
@@ -176,6 +183,10 @@ def check_config(config):
   if config.train.minutes < 0:
     raise errors.ConfigError(f'train.minutes={config.train.minutes} must be '
                              '>= 0 (0 = no time budget).')
+  if config.codes.palette_init not in PALETTE_INITS:
+    raise errors.ConfigError(
+        f'codes.palette_init={config.codes.palette_init!r}; choose one of '
+        f'{list(PALETTE_INITS)}.')
 
 
 def restore_or_init(experiment, ckpt, key):

@@ -66,7 +66,7 @@ class TrainState:
 
 
 def create_train_state(model, optimizer, key, num_codes, code_dim,
-                       code_init_scale):
+                       code_init_scale, palette_center=None):
   """Initialises params, codes and optimizer state.
 
   Args:
@@ -76,13 +76,15 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
     num_codes: rows of the appearance-code table.
     code_dim: width of each code.
     code_init_scale: std of the initial code entries.
+    palette_center: palette head: None, or f32[num_codes, 3] the color each
+      code's palette starts near (see `codes.init_codes`).
   Returns:
     `TrainState` at step 0.
   """
   init_key, code_key = jax.random.split(key)
   rays = structs.dummy_rays(1, jnp)
   codes = codes_lib.init_codes(code_key, num_codes, code_dim, code_init_scale,
-                               model.palette_size())
+                               model.palette_size(), palette_center)
   params = model.init(init_key, rays,
                       codes_lib.lookup(codes, jnp.zeros((1,), jnp.int32))
                       )['params']

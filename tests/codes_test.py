@@ -70,6 +70,30 @@ class CodesTest(absltest.TestCase):
       with self.assertRaisesRegex(codes.CodeBankError, 'palette size'):
         codes.bank_code(path, 'latent', like=a)
 
+  def test_palettes_start_near_each_appearances_object_color(self):
+    red, blue = np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.2, 0.9])
+    images = [np.ones((4, 4, 3)) for _ in range(3)]  # white background.
+    images[0][:2] = red
+    images[1][1:3] = red * 0.5
+    images[2][:2] = blue
+    alphas = [np.zeros((4, 4)) for _ in range(3)]
+    alphas[0][:2] = alphas[1][1:3] = alphas[2][:2] = 1.0
+    centers = codes.palette_centers(images, alphas, np.array([0, 0, 2]), 4)
+    np.testing.assert_allclose(centers[0], 0.75 * red, atol=1e-6)
+    np.testing.assert_allclose(centers[2], blue, atol=1e-6)
+    np.testing.assert_allclose(centers[1], 0.5)  # no frame: gray.
+    np.testing.assert_allclose(centers[3], 0.5)
+    without = codes.palette_centers(images, None, np.array([0, -1, 2]), 3)
+    np.testing.assert_allclose(without[2], 0.5 * blue + 0.5, atol=1e-6)
+    table = codes.init_codes(jax.random.key(0), 4, 2, palette_size=5,
+                             palette_center=centers, palette_spread=0.05)
+    offsets = np.asarray(table['palette']) - centers[:, None]
+    self.assertLessEqual(np.abs(offsets).max(), 0.05 + 1e-6)
+    # Entries still differ (they must, or the weights cannot tell parts
+    # apart), within a code and across codes.
+    self.assertGreater(np.ptp(np.asarray(table['palette'][0]), axis=0).min(),
+                       0.01)
+
   def test_init_rejects_empty_table(self):
     with self.assertRaisesRegex(ValueError, 'num_codes'):
       codes.init_codes(jax.random.key(0), 0, 4)

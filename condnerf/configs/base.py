@@ -74,6 +74,10 @@ def get_config(arg=None):
       dim=32,  # code_dim.
       init_scale=0.01,  # std of the initial entries.
       prior_weight=0.0,  # L2 prior on the codes of each batch.
+      # Palette head: where palettes start. 'data': near each appearance's
+      # mean object color (`codes.palette_centers`); 'uniform': anywhere in
+      # [0.15, 0.85].
+      palette_init='data',
   ))
 
   config.optim = ml_collections.ConfigDict(dict(

@@ -255,7 +255,7 @@ def _adapter(edit):
   adapter, info = optimize.run_optimizer(
       edit.experiment, loss_fn, identity_adapter(),
       {'params': edit.state.params, 'code': edit.code}, placed, level,
-      edit.steps, edit.learning_rate or 1e-2)
+      edit.steps, edit.learning_rate or 1e-2, name='adapter')
   return EditResult('adapter', jax.device_get(edit.code), edit.state.params,
                     adapter=adapter, info=info)
 
@@ -274,7 +274,7 @@ def _full(edit):
                                           edit.batch)
   new_params, info = optimize.run_optimizer(
       edit.experiment, loss_fn, edit.state.params, edit.code, placed, level,
-      edit.steps, edit.learning_rate or 1e-3)
+      edit.steps, edit.learning_rate or 1e-3, name='full')
   return EditResult('full', jax.device_get(edit.code), new_params, info=info)
 
 
@@ -303,7 +303,8 @@ def _heads(edit, with_code):
   trained, info = optimize.run_optimizer(
       edit.experiment, loss_fn, trainable,
       {'params': params, 'code': edit.code}, placed, level, edit.steps,
-      edit.learning_rate or 1e-3)
+      edit.learning_rate or 1e-3,
+      name=('hybrid', edit.penalty) if with_code else 'color_head')
   new_params = _merge(jax.device_get(params), trained['params'],
                       jax.device_get(mask))
   code = trained.get('code', jax.device_get(edit.code))

@@ -168,6 +168,27 @@ class EditingTest(absltest.TestCase):
       # Weight-level edits change every appearance, not just the edited one.
       self.assertGreater(np.abs(after['rgb'] - before['rgb']).max(), 0.0)
 
+  def test_repeated_edits_compile_once_and_give_the_same_result(self):
+    batch = self._scribble()
+    exp, lr = self.exp, 0.0123  # a learning rate no other test compiles.
+    first = methods.run_edit(exp, self.state, batch, 'adapter', steps=5,
+                             learning_rate=lr)
+    again = methods.run_edit(exp, self.state, batch, 'adapter', steps=5,
+                             learning_rate=lr)
+    other = methods.run_edit(exp, self.state, self._scribble((0.9, 0.1, 0.1)),
+                             'adapter', steps=5, learning_rate=lr)
+    self.assertGreater(first.info.compile_seconds, 0.05)
+    self.assertLess(again.info.compile_seconds, 0.01)
+    self.assertLess(other.info.compile_seconds, 0.01)
+    for key in ('matrix', 'bias'):
+      np.testing.assert_array_equal(first.adapter[key], again.adapter[key])
+    self.assertFalse(np.array_equal(first.adapter['bias'],
+                                    other.adapter['bias']))
+    # Another learning rate is another program.
+    slower = methods.run_edit(exp, self.state, batch, 'adapter', steps=5,
+                              learning_rate=lr / 2)
+    self.assertGreater(slower.info.compile_seconds, 0.05)
+
   def test_bad_inputs(self):
     height, width = self.frames.images[0].shape[:2]
     with self.assertRaisesRegex(scribbles.EditError, 'mask .* is'):

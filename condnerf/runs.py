@@ -34,6 +34,7 @@ from condnerf import train_lib
 from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.configs import demo as demo_config
+from condnerf.data import chair_files
 from condnerf.data import materials as materials_lib
 from condnerf.data import procedural
 from condnerf.data import variants
@@ -96,7 +97,7 @@ def ensure_chair_scene(data_dir, resolution=64, num_train=100, num_val=4,
   plain = os.path.join(data_dir, 'chair')
   varied = os.path.join(data_dir, 'chair_variants')
   if not os.path.exists(os.path.join(plain, 'transforms_train.json')):
-    procedural.write_chair_dataset(plain, **sizes)
+    chair_files.write_chair_dataset(plain, **sizes)
   if not os.path.exists(os.path.join(varied, 'transforms_train.json')):
     variants.make_variants(plain, varied, seed=seed,
                            num_appearances=num_appearances)

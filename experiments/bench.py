@@ -65,7 +65,7 @@ import numpy as np
 from condnerf import experiment as experiment_lib
 from condnerf import inference
 from condnerf import parallel
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from condnerf.data import sampler as sampler_lib
 from condnerf.data import variants
 from condnerf.edit import methods as methods_lib
@@ -183,7 +183,7 @@ def make_chair(root, sizes, seed):
   """Writes the procedural chair and its appearance variants; returns path."""
   plain = os.path.join(root, 'chair')
   varied = os.path.join(root, 'chair_variants')
-  procedural.write_chair_dataset(
+  chair_files.write_chair_dataset(
       plain, resolution=sizes['resolution'], num_train=sizes['num_train'],
       num_val=1, num_test=sizes['num_test'], seed=seed)
   variants.make_variants(plain, varied, seed=seed,

@@ -12,14 +12,14 @@ default; 0 = the default light) and the folder must be empty unless
   python -m experiments.make_chair --out runs/chair_materials --materials \
       --num_appearances 8 --light_cone 0
 
-See `condnerf.data.procedural.write_chair_dataset` and
+See `condnerf.data.chair_files.write_chair_dataset` and
 `condnerf.data.materials.write_material_dataset` for the layouts.
 """
 
 from absl import flags
 
+from condnerf.data import chair_files
 from condnerf.data import materials
-from condnerf.data import procedural
 from experiments import cli
 
 _OUT = flags.DEFINE_string('out', None, 'Folder to write.')
@@ -52,7 +52,7 @@ def main(argv):
   frames = (f'{_NUM_TRAIN.value}/{_NUM_VAL.value}/{_NUM_TEST.value} frames '
             f'at {_RESOLUTION.value}px')
   if not _MATERIALS.value:
-    out = procedural.write_chair_dataset(_OUT.value, **sizes)
+    out = chair_files.write_chair_dataset(_OUT.value, **sizes)
     print(f'Wrote the procedural chair ({frames}) to {out}')
     return
   out = materials.write_material_dataset(

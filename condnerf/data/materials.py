@@ -21,7 +21,7 @@ Colors and lights come from separate seeded streams, so one seed gives the
 same colors whatever the cone.
 
 A material dataset (`write_material_dataset`) is the chair in the Blender
-format with the cameras `procedural.write_chair_dataset` uses for the same
+format with the cameras `chair_files.write_chair_dataset` uses for the same
 seed. Every frame carries `appearance_id`, `part_colors` ({part: [r, g, b]})
 and `light` ({direction, intensity, ambient}); the top level carries
 `materials` (the appearance table, one {part_colors, light} per id), `parts`,
@@ -42,6 +42,7 @@ import numpy as np
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
+from condnerf.data import chair_files
 from condnerf.data import procedural
 from condnerf.data import variants
 
@@ -256,18 +257,18 @@ def _write_split(folder, split, poses, ids, materials, resolution,
   count = len(poses)
   rgba = np.zeros((count, resolution, resolution, 4), np.uint8)
   depth = np.zeros((count, resolution, resolution), np.float32)
-  intrinsics = procedural.dataset_intrinsics(resolution)
+  intrinsics = chair_files.dataset_intrinsics(resolution)
   for code in np.unique(ids).tolist():
     rows = np.flatnonzero(ids == code)
     render = procedural.render_chair_full(
         poses[rows], np.tile(intrinsics, (len(rows), 1)), resolution,
         resolution, supersample, materials[code].part_colors,
         materials[code].light)
-    rgba[rows] = procedural.to_rgba8(render.rgb, render.alpha)
+    rgba[rows] = chair_files.to_rgba8(render.rgb, render.alpha)
     depth[rows] = render.depth
   frames = []
   for i, code in enumerate(ids.tolist()):
-    frame = procedural.save_frame(folder, f'{split}/r_{i}', poses[i],
+    frame = chair_files.save_frame(folder, f'{split}/r_{i}', poses[i],
                                   rgba[i], depth[i])
     frame['appearance_id'] = code
     frame.update(materials[code].to_json())
@@ -281,7 +282,7 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
                            overwrite=False):
   """Renders the chair under sampled materials as a Blender-format dataset.
 
-  Layout as `procedural.write_chair_dataset` (same cameras for the same
+  Layout as `chair_files.write_chair_dataset` (same cameras for the same
   seed) plus the material keys of the module docstring. Every split's frames
   get seeded appearance ids, as evenly as possible, so every id occurs in
   train. Everything is written into a temporary folder beside `out_dir` and
@@ -318,7 +319,7 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
       frames = _write_split(tmp, split, poses[start:start + count], ids,
                             materials, resolution, supersample)
       start += count
-      meta = procedural.split_meta(frames, seed, resolution, supersample)
+      meta = chair_files.split_meta(frames, seed, resolution, supersample)
       meta['parts'] = list(procedural.PARTS)
       meta['materials'] = [m.to_json() for m in materials]
       meta['material_distributions'] = training_distribution(light_cone_deg)
@@ -375,7 +376,7 @@ def ground_truth(dataset_dir, split, part_colors=None, light=None,
 
   Args:
     dataset_dir: a procedural chair dataset (`write_material_dataset`, or
-      `procedural.write_chair_dataset`).
+      `chair_files.write_chair_dataset`).
     split: 'train', 'val' or 'test'.
     part_colors: None (the default colors), f32[num_parts, 3] or a dict
       part -> rgb; see `procedural.as_part_colors`.
@@ -392,7 +393,7 @@ def ground_truth(dataset_dir, split, part_colors=None, light=None,
                                                 max_frames)
   render = procedural.render_chair_full(poses, intrinsics, size, size,
                                         supersample, part_colors, light)
-  rgba = procedural.to_rgba8(render.rgb, render.alpha).astype(np.float32)
+  rgba = chair_files.to_rgba8(render.rgb, render.alpha).astype(np.float32)
   rgba /= 255.0
   images = [blender.box_downsample(
       blender.composite(image[..., :3], image[..., 3], background), factor)

@@ -14,19 +14,15 @@ alpha and part coverage.
 
 Owns the scene geometry, the part and light parameters, the renderer
 (`render_chair_full`, and `render_chair` for color, alpha and depth only),
-random hemisphere cameras and writing the default-material scene as a
-Blender-format dataset (RGBA PNG, `transforms_*.json` with per-frame
-`depth_file_path`). Material variants of the chair are `materials`' job.
+and random hemisphere cameras. Writing it as a Blender-format dataset is
+`chair_files`' job; material variants of the chair are `materials`'.
 No jax.
 """
 
 import dataclasses
-import json
 import math
-import os
 
 import numpy as np
-from PIL import Image
 
 from condnerf import cameras
 
@@ -357,98 +353,3 @@ def chair_poses(num, seed, radius=4.0):
                                 -1)
   return np.stack([cameras.look_at(p, (0.0, 0.0, 0.0)) for p in positions]
                   ).reshape(num, 4, 4)
-
-
-def dataset_intrinsics(resolution):
-  """f32[4] (fx, fy, cx, cy) of a square dataset image at `CAMERA_ANGLE_X`."""
-  focal = cameras.focal_from_fov(resolution, CAMERA_ANGLE_X)
-  return np.array([focal, focal, 0.5 * resolution, 0.5 * resolution],
-                  np.float32)
-
-
-def to_rgba8(rgb, alpha):
-  """u8[..., 4]: straight color and alpha, rounded as the dataset PNGs are.
-
-  Args:
-    rgb: f32[..., 3] straight color in [0, 1].
-    alpha: f32[...] alpha in [0, 1].
-  """
-  rgba = np.concatenate([rgb, alpha[..., None]], -1)
-  return np.round(rgba * 255.0).astype(np.uint8)
-
-
-def save_frame(out_dir, stem, pose, rgba, depth):
-  """Writes one view as `<stem>.png` and `<stem>_depth.npy`.
-
-  Args:
-    out_dir: dataset folder.
-    stem: path of the view inside it without extension, e.g. 'train/r_0'.
-    pose: f32[4, 4] camera-to-world.
-    rgba: u8[H, W, 4], see `to_rgba8`.
-    depth: f32[H, W] ray distance, inf on background.
-  Returns:
-    The view's frame entry (`file_path`, `transform_matrix`,
-    `depth_file_path`).
-  """
-  Image.fromarray(rgba).save(os.path.join(out_dir, stem + '.png'))
-  np.save(os.path.join(out_dir, stem + '_depth.npy'), depth)
-  return {
-      'file_path': f'./{stem}',
-      'transform_matrix': np.asarray(pose).astype(float).tolist(),
-      'depth_file_path': f'./{stem}_depth.npy',
-  }
-
-
-def split_meta(frames, seed, resolution, supersample):
-  """Top level of a chair `transforms_<split>.json` holding `frames`."""
-  return {'camera_angle_x': CAMERA_ANGLE_X, 'near': NEAR, 'far': FAR,
-          'scene_bound': SCENE_BOUND,
-          'procedural': {'scene': 'chair', 'seed': seed,
-                         'resolution': resolution,
-                         'supersample': supersample},
-          'frames': frames}
-
-
-def write_chair_dataset(out_dir, resolution=100, num_train=100, num_val=8,
-                        num_test=16, seed=0, supersample=1):
-  """Renders the chair and writes it as a Blender-format dataset.
-
-  Layout: `<split>/r_<i>.png` (RGBA, straight alpha), `<split>/r_<i>_depth.npy`
-  (f32[H, W] ray distance, inf on background) and `transforms_<split>.json`
-  with `camera_angle_x`, `near` 2, `far` 6, `scene_bound` 1.5, `procedural`
-  (scene, seed, resolution, supersample) and per frame `file_path`,
-  `transform_matrix`, `depth_file_path`. Existing files of the same names
-  are overwritten.
-
-  Args:
-    out_dir: folder to write (created if needed).
-    resolution: image width and height in pixels.
-    num_train: training frames.
-    num_val: validation frames.
-    num_test: test frames.
-    seed: seed of the camera poses (all splits draw from one stream).
-    supersample: odd k, rays per pixel side (antialiasing), see
-      `render_chair`.
-  Returns:
-    out_dir.
-  """
-  out_dir = os.fspath(out_dir)
-  counts = {'train': num_train, 'val': num_val, 'test': num_test}
-  poses = chair_poses(sum(counts.values()), seed)
-  intrinsics = dataset_intrinsics(resolution)
-  start = 0
-  for split, count in counts.items():
-    split_poses = poses[start:start + count]
-    start += count
-    os.makedirs(os.path.join(out_dir, split), exist_ok=True)
-    rgb, alpha, depth = render_chair(
-        split_poses, np.tile(intrinsics, (count, 1)), resolution, resolution,
-        supersample)
-    rgba = to_rgba8(rgb, alpha)
-    frames = [save_frame(out_dir, f'{split}/r_{i}', split_poses[i], rgba[i],
-                         depth[i]) for i in range(count)]
-    with open(os.path.join(out_dir, f'transforms_{split}.json'), 'w',
-              encoding='utf-8') as f:
-      json.dump(split_meta(frames, seed, resolution, supersample), f,
-                indent=2)
-  return out_dir

@@ -12,7 +12,7 @@ from PIL import Image
 
 from condnerf.data import base
 from condnerf.data import blender
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from condnerf.data import scenes
 
 DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..',
@@ -191,7 +191,7 @@ class FixtureTest(parameterized.TestCase):
                                    [np.inf, np.inf, np.inf]])
 
   def test_procedural_dataset_loads(self):
-    procedural.write_chair_dataset(self.root, resolution=16, num_train=2,
+    chair_files.write_chair_dataset(self.root, resolution=16, num_train=2,
                                    num_val=1, num_test=1)
     scene = blender.load_blender(self.root)
     self.assertEqual((len(scene.train), len(scene.val), len(scene.test)),

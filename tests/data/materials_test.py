@@ -12,6 +12,7 @@ from absl.testing import parameterized
 import numpy as np
 
 from condnerf.data import base
+from condnerf.data import chair_files
 from condnerf.data import materials
 from condnerf.data import procedural
 from condnerf.data import scenes
@@ -235,7 +236,7 @@ class DatasetTest(parameterized.TestCase):
     parent = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, parent)
     out = os.path.join(parent, 'chair')
-    real = procedural.save_frame
+    real = chair_files.save_frame
     calls = []
 
     def flaky(*args):
@@ -244,7 +245,7 @@ class DatasetTest(parameterized.TestCase):
         raise OSError('disk full')
       return real(*args)
 
-    with mock.patch.object(procedural, 'save_frame', flaky):
+    with mock.patch.object(chair_files, 'save_frame', flaky):
       with self.assertRaisesRegex(OSError, 'disk full'):
         materials.write_material_dataset(out, resolution=12, num_train=4,
                                          num_val=1, num_test=1,

@@ -10,6 +10,7 @@ import numpy as np
 
 from condnerf import cameras
 from condnerf.data import blender
+from condnerf.data import chair_files
 from condnerf.data import procedural
 
 
@@ -63,7 +64,7 @@ def _reference_render(poses, intrinsics, height, width, supersample=1):
 
 def _orbit(num, size, seed=1):
   poses = procedural.chair_poses(num, seed=seed)
-  return poses, np.tile(procedural.dataset_intrinsics(size), (num, 1))
+  return poses, np.tile(chair_files.dataset_intrinsics(size), (num, 1))
 
 
 def _top_down_pose(height):
@@ -143,7 +144,7 @@ class ProceduralTest(absltest.TestCase):
   def test_write_dataset(self):
     root = tempfile.mkdtemp()
     self.addCleanup(shutil.rmtree, root)
-    procedural.write_chair_dataset(root, resolution=24, num_train=3,
+    chair_files.write_chair_dataset(root, resolution=24, num_train=3,
                                    num_val=1, num_test=2, seed=5)
     scene = blender.load_blender(root)
     self.assertEqual((len(scene.train), len(scene.val), len(scene.test)),

@@ -12,7 +12,7 @@ import numpy as np
 
 from condnerf.data import base
 from condnerf.data import blender
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from condnerf.data import variants
 
 
@@ -96,7 +96,7 @@ class MakeVariantsTest(absltest.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
     cls.src = os.path.join(cls.tmp, 'chair')
-    procedural.write_chair_dataset(cls.src, resolution=16, num_train=6,
+    chair_files.write_chair_dataset(cls.src, resolution=16, num_train=6,
                                    num_val=2, num_test=3, seed=0)
 
   @classmethod

@@ -9,7 +9,7 @@ import tempfile
 from absl.testing import absltest
 
 from condnerf.edit import methods
-from condnerf.data import procedural
+from condnerf.data import chair_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -104,7 +104,7 @@ class BenchTest(absltest.TestCase):
   def test_lego_suite_curve_within_time_budget(self):
     with tempfile.TemporaryDirectory() as tmp:
       data = os.path.join(tmp, 'chair')
-      procedural.write_chair_dataset(data, resolution=16, num_train=4,
+      chair_files.write_chair_dataset(data, resolution=16, num_train=4,
                                      num_val=1, num_test=3, seed=0)
       out = os.path.join(tmp, 'curve.json')
       proc = run_bench('--suite=lego', f'--data={data}', '--minutes=0.1',

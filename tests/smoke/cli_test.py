@@ -9,7 +9,7 @@ import tempfile
 
 from absl.testing import absltest
 
-from condnerf.data import procedural
+from condnerf.data import chair_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -50,7 +50,7 @@ class CliTest(absltest.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
     cls.data = os.path.join(cls.tmp.name, 'chair')
-    procedural.write_chair_dataset(cls.data, resolution=16, num_train=4,
+    chair_files.write_chair_dataset(cls.data, resolution=16, num_train=4,
                                    num_val=1, num_test=2)
     cls.config = [
         '--config=experiments/configs/lego.py:runlocal',

@@ -10,7 +10,7 @@ import numpy as np
 
 from condnerf import codes
 from condnerf import images
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from condnerf.data import variants
 from tests.smoke import cli_test
 
@@ -30,7 +30,7 @@ class EditCliTest(absltest.TestCase):
     cls.tmp = tempfile.TemporaryDirectory()
     plain = os.path.join(cls.tmp.name, 'chair')
     cls.data = os.path.join(cls.tmp.name, 'chair_variants')
-    procedural.write_chair_dataset(plain, resolution=16, num_train=8,
+    chair_files.write_chair_dataset(plain, resolution=16, num_train=8,
                                    num_val=1, num_test=2)
     variants.make_variants(plain, cls.data, seed=0, num_appearances=2)
     cls.workdir = os.path.join(cls.tmp.name, 'run')

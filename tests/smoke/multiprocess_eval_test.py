@@ -19,7 +19,7 @@ from absl.testing import absltest
 import numpy as np
 
 from condnerf import codes
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from tests.smoke.cli_test import assert_one_line_error
 from tests.smoke.cli_test import run_main  # same 2-device env.
 
@@ -50,7 +50,7 @@ class MultiProcessEvalTest(absltest.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
     data = os.path.join(cls.tmp.name, 'chair')
-    procedural.write_chair_dataset(data, resolution=16, num_train=4,
+    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
                                    num_val=1, num_test=3)
     cls.config = ['--config=experiments/configs/lego.py:runlocal',
                   f'--config.data.path={data}', '--config.eval.max_images=0']

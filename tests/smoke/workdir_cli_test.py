@@ -16,7 +16,7 @@ from absl.testing import absltest
 
 from condnerf import checkpointing
 from condnerf import workdir as workdir_lib
-from condnerf.data import procedural
+from condnerf.data import chair_files
 from tests.smoke import cli_test
 
 
@@ -45,7 +45,7 @@ class WorkdirCliTest(absltest.TestCase):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
     data = os.path.join(cls.tmp.name, 'chair')
-    procedural.write_chair_dataset(data, resolution=16, num_train=4,
+    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
                                    num_val=1, num_test=2)
     cls.config = ['--config=experiments/configs/lego.py:runlocal',
                   f'--config.data.path={data}', '--config.train.val_every=0',

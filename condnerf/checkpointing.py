@@ -104,12 +104,31 @@ class Checkpointer:
           create=True,
           cleanup_tmp_directories=True,
       )
-    with _quiet_orbax(read_only):
-      self._manager = ocp.CheckpointManager(
-          self._directory,
-          options=options,
-          item_handlers={_ITEM: ocp.StandardCheckpointHandler()},
-      )
+    def open_manager():
+      with _quiet_orbax(read_only):
+        return ocp.CheckpointManager(
+            self._directory,
+            options=options,
+            item_handlers={_ITEM: ocp.StandardCheckpointHandler()},
+        )
+
+    self._manager = self._as_reader(open_manager)
+
+  def _as_reader(self, list_steps):
+    """Runs `list_steps` (which lists the step folders), retrying a reader.
+
+    Orbax lists the step folders and then reads each one's timestamp; a
+    running training may retire a step in between (FileNotFoundError). A
+    read-only reader then lists again, up to `_READER_RETRIES` times; a
+    training's own manager never races with itself, so it does not retry.
+    """
+    for attempt in range(_READER_RETRIES + 1):
+      try:
+        return list_steps()
+      except FileNotFoundError:
+        if not self._read_only or attempt == _READER_RETRIES:
+          raise
+        time.sleep(0.2 * (attempt + 1))
 
   @property
   def directory(self) -> str:
@@ -267,7 +286,7 @@ class Checkpointer:
       # A running training may have finished one step and retired the
       # others while we read; look again.
       time.sleep(0.2 * (attempt + 1))
-      self._manager.reload()
+      self._as_reader(self._manager.reload)
       newer = self.all_steps()[::-1] if latest else list(candidates)
       if newer:
         return self._restore_first_readable(newer, template, latest,

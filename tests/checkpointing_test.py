@@ -257,6 +257,34 @@ class CheckpointerTest(parameterized.TestCase):
                                  read_only=True)
     self.assertFalse(os.path.exists(os.path.join(self.workdir, 'nowhere')))
 
+  def test_reader_opening_during_a_rotation_lists_again(self):
+    # A training retires step 1 after Orbax listed it but before it read the
+    # folder's timestamp (seen in CI): the reader must list again.
+    self._save_steps([1, 2])
+    real = ocp.CheckpointManager
+    calls = []
+
+    def racing_manager(*args, **kwargs):
+      calls.append(args)
+      if len(calls) == 1:
+        shutil.rmtree(os.path.join(self.ckpt_dir, '1'))
+        raise FileNotFoundError(os.path.join(self.ckpt_dir, '1'))
+      return real(*args, **kwargs)
+
+    with mock.patch.object(ocp, 'CheckpointManager', racing_manager):
+      reader = checkpointing.Checkpointer(self.ckpt_dir, read_only=True)
+    self.assertLen(calls, 2)
+    self.assertEqual(reader.all_steps(), [2])
+    _, step = reader.restore(_abstract(_make_state()))
+    self.assertEqual(step, 2)
+    reader.close()
+    # A training's own manager does not hide such an error.
+    calls.clear()
+    self._save_steps([3])
+    with mock.patch.object(ocp, 'CheckpointManager', racing_manager):
+      with self.assertRaises(FileNotFoundError):
+        checkpointing.Checkpointer(self.ckpt_dir)
+
   def test_failed_save_keeps_previous_checkpoint(self):
     ckpt = checkpointing.Checkpointer(self.ckpt_dir, max_to_keep=1)
     ckpt.save(1, _make_state(seed=1))

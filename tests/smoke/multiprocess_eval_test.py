@@ -92,7 +92,13 @@ class MultiProcessEvalTest(absltest.TestCase):
                      f'--process_id={i}', '--init_timeout=60'),
         cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
-    outputs = [p.communicate(timeout=600) for p in procs]
+    try:
+      outputs = [p.communicate(timeout=600) for p in procs]
+    finally:  # one that hung or failed leaves no process or pipe behind.
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+        p.communicate()
     for p, (_, err) in zip(procs, outputs):
       self.assertEqual(p.returncode, 0, err[-3000:])
 

@@ -31,6 +31,14 @@ def _wait_for(predicate, timeout, what, proc=None):
     time.sleep(0.2)
 
 
+def _stop(proc):
+  """Kills `proc` if it still runs and closes its pipes (no ResourceWarning
+  left for a later test when an assertion ended this one early)."""
+  if proc.poll() is None:
+    proc.kill()
+  proc.communicate()
+
+
 def _steps(workdir):
   folder = os.path.join(workdir, 'checkpoints')
   if not os.path.isdir(folder):
@@ -87,8 +95,7 @@ class WorkdirCliTest(absltest.TestCase):
       saved = _steps(workdir)[-1]
       _, err = train.communicate(timeout=600)
     finally:
-      if train.poll() is None:
-        train.kill()
+      _stop(train)
     self.assertEqual(train.returncode, 0, err[-3000:])
     self.assertGreater(_steps(workdir)[-1], saved)  # it kept saving.
     self.assertNotIn('interrupted', err)
@@ -107,8 +114,7 @@ class WorkdirCliTest(absltest.TestCase):
       train.send_signal(signal.SIGINT)
       _, err = train.communicate(timeout=120)
     finally:
-      if train.poll() is None:
-        train.kill()
+      _stop(train)
     self.assertEqual(train.returncode, 128 + signal.SIGINT, err[-3000:])
     lines = [line for line in err.splitlines() if 'Interrupted at' in line]
     self.assertLen(lines, 1, err[-3000:])

@@ -262,6 +262,10 @@ class PaletteHead(nn.Module):
   cannot hide in it.
   """
   palette_size: int = 6  # K, entries of the palette.
+  # Multiplies the weight logits: above 1 the softmax starts sharper and
+  # the logits move faster (Adam steps are scale-free), so the parts claim
+  # entries of their own before a few entries take every point.
+  logit_scale: float = 1.0
   width: int = 64  # hidden units of the weight and residual MLPs.
   depth: int = 1  # hidden layers of each.
   dir_deg: int = 4  # frequencies of the view-direction encoding.
@@ -296,7 +300,7 @@ class PaletteHead(nn.Module):
     where = jnp.concatenate(
         [feature, encoding.posenc(points, 0, self.pos_deg)], axis=-1)
     out = self.weight_mlp(where.astype(self.dtype)).astype(jnp.float32)
-    weights = jax.nn.softmax(out[..., :-1], axis=-1)
+    weights = jax.nn.softmax(self.logit_scale * out[..., :-1], axis=-1)
     intensity = jax.nn.softplus(out[..., -1] + 1.0)
     dir_enc = encoding.direction_encoding(directions, self.dir_deg)
     ray_x = dir_enc.astype(self.dtype)

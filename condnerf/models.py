@@ -298,11 +298,15 @@ def build_model(model_name, model_cfg, background):
   head = dict(cfg['head'], dtype=dtype)
   kind = head.pop('kind')
   palette_size = head.pop('palette_size')
+  logit_scale = head.pop('weight_logit_scale', 1.0)
   if kind == 'palette':
     if palette_size < 1:
       raise errors.ConfigError(f'model.head.palette_size={palette_size} must '
                                'be >= 1 for a palette head.')
-    head['palette_size'] = palette_size
+    if not logit_scale > 0:
+      raise errors.ConfigError(
+          f'model.head.weight_logit_scale={logit_scale} must be > 0.')
+    head.update(palette_size=palette_size, logit_scale=float(logit_scale))
   return MODELS[model_name](
       num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
       lindisp=cfg['lindisp'], clip_to_bound=cfg['clip_to_bound'],

@@ -143,6 +143,33 @@ class ModelTest(parameterized.TestCase):
     for name in ('weights', 'intensity'):  # the palette's code-free part.
       np.testing.assert_array_equal(terms_a[name], terms_b[name])
 
+  def test_palette_weight_logit_scale_sharpens_the_same_weights(self):
+    # The scale multiplies the weight logits: with the same parameters the
+    # weights at scale 2 are w**2 / sum(w**2) of those at scale 1.
+    model, config = tiny_model('proposal', 'hashgrid', 'concat')
+    config.model.head.update(kind='palette', palette_size=5)
+    cfg = config.model.to_dict()
+    cfg['field']['scene_bound'] = cfg['proposal_field']['scene_bound'] = 1.5
+    plain = models.build_model('conditional_nerf', cfg, (1.0, 1.0, 1.0))
+    cfg['head']['weight_logit_scale'] = 2.0
+    sharp = models.build_model('conditional_nerf', cfg, (1.0, 1.0, 1.0))
+    rays = random_rays(8, jax.random.key(0))
+    code = {'appearance': jnp.zeros((8, config.codes.dim)),
+            'palette': jax.random.uniform(jax.random.key(4), (8, 5, 3))}
+    params = plain.init(jax.random.key(1), rays, code)
+    level = plain.apply(params, rays, method='geometry')[-1]
+    w1 = plain.apply(params, level, rays.directions, code,
+                     method='palette_terms')['weights']
+    w2 = sharp.apply(params, level, rays.directions, code,
+                     method='palette_terms')['weights']
+    self.assertGreater(float(jnp.abs(w2 - w1).max()), 1e-4)
+    np.testing.assert_allclose(
+        w2, w1**2 / jnp.sum(w1**2, axis=-1, keepdims=True), rtol=1e-4,
+        atol=1e-7)
+    cfg['head']['weight_logit_scale'] = 0.0
+    with self.assertRaisesRegex(ValueError, 'weight_logit_scale=0.0 must '):
+      models.build_model('conditional_nerf', cfg, (1.0, 1.0, 1.0))
+
   def test_clip_to_bound_keeps_samples_in_the_box(self):
     model, config = tiny_model('proposal', 'hashgrid')
     model = model.clone(clip_to_bound=True)

@@ -92,7 +92,7 @@ class DivergenceGuard:
 
     Args:
       step: the step number after the update (1-based).
-      loss: the step's loss.
+      loss: the step's loss (the loop passes the photometric loss).
       grad_norm: the global norm of its (averaged) gradients.
     Raises:
       TrainingDivergedError: a condition held in `hold` of the last

@@ -8,6 +8,7 @@ decision `save` (never from a suspect stretch, never a non-finite state),
 itself is `train_lib.train_and_evaluate`.
 """
 
+import math
 import signal
 import sys
 import threading
@@ -134,7 +135,12 @@ class StepLog:
     self._pending = []
     for step, values in zip(steps, fetched):
       values = {k: float(v) for k, v in values.items()}
-      guard.observe(step, values['loss'], values['grad_norm'])
+      # The guard watches the photometric loss: regularizers on a schedule
+      # (the palette terms) raise the total loss by design as they switch
+      # on. A non-finite total loss still stops the run at once.
+      watched = (values['mse'] if math.isfinite(values['loss'])
+                 else values['loss'])
+      guard.observe(step, watched, values['grad_norm'])
       self._window.append(values)
 
   def write(self, guard, step):

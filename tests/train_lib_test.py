@@ -277,6 +277,35 @@ class LoopTest(absltest.TestCase):
     chex.assert_trees_all_equal(self._params(self.workdir, config).params,
                                 good.params)
 
+  def _scaled_metric(self, exp, name, first, factor=100.0):
+    """exp's train step with metric `name` x factor from step `first` on."""
+    normal = exp.train_step
+
+    def step_fn(state, *args):
+      state, metrics = normal(state, *args)
+      if int(state.step) >= first:
+        metrics = dict(metrics, **{name: metrics[name] * factor})
+      return state, metrics
+
+    return step_fn
+
+  def test_guard_watches_the_photometric_loss(self):
+    """A regularizer switching on (total loss x100) is no divergence."""
+    config = self._good_run()
+    config.train.update(steps=12, checkpoint_every=1)
+    exp = self._exp(config)
+    exp.train_step = self._scaled_metric(exp, 'loss', 6)
+    train_lib.train_and_evaluate(config, self.workdir, exp,
+                                 allow_config_change=True)
+    self.assertEqual(self._steps()[-1], 12)
+    config.train.steps = 24
+    exp = self._exp(config)
+    exp.train_step = self._scaled_metric(exp, 'mse', 14)
+    with self.assertRaisesRegex(train_lib.TrainingDivergedError,
+                                r'the loss was above 10x its minimum'):
+      train_lib.train_and_evaluate(config, self.workdir, exp,
+                                   allow_config_change=True)
+
   def test_exploding_gradients_stop_and_write_no_checkpoint(self):
     config = self._good_run(steps=10)
     self.assertEqual(self._steps(), [6, 8, 10])

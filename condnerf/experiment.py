@@ -141,7 +141,9 @@ def build_experiment(config, scene=None, mesh=None):
       config.train.interlevel_loss_weight, config.codes.prior_weight,
       config.train.residual_weight, config.train.palette_entropy_weight,
       config.train.palette_usage_weight, config.train.palette_usage_until,
-      config.train.palette_entropy_from, config.train.steps)
+      config.train.palette_entropy_from,
+      config.train.palette_assignment_weight,
+      config.train.palette_assignment_from, config.train.steps)
   train_step = train_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
       config.train.random_background)

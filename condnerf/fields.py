@@ -293,14 +293,16 @@ class PaletteHead(nn.Module):
       points: f32[..., num_samples, 3], sample positions scaled to the
         scene box (about [-1, 1]).
     Returns:
-      dict: `weights` f32[..., num_samples, K] (the softmax w),
+      dict: `weights` f32[..., num_samples, K] (the softmax w) and
+      `log_weights` (its logarithm, finite where w underflows to 0),
       `intensity` f32[..., num_samples] (s), and `residual` f32[...,
       num_samples, 3] (r).
     """
     where = jnp.concatenate(
         [feature, encoding.posenc(points, 0, self.pos_deg)], axis=-1)
     out = self.weight_mlp(where.astype(self.dtype)).astype(jnp.float32)
-    weights = jax.nn.softmax(self.logit_scale * out[..., :-1], axis=-1)
+    logits = self.logit_scale * out[..., :-1]
+    weights = jax.nn.softmax(logits, axis=-1)
     intensity = jax.nn.softplus(out[..., -1] + 1.0)
     dir_enc = encoding.direction_encoding(directions, self.dir_deg)
     ray_x = dir_enc.astype(self.dtype)
@@ -309,7 +311,8 @@ class PaletteHead(nn.Module):
           [ray_x, code['appearance'].astype(self.dtype)], axis=-1)
     h = self.residual_mlp(feature.astype(self.dtype), ray_x)
     residual = self.residual_out(h).astype(jnp.float32)
-    return {'weights': weights, 'intensity': intensity, 'residual': residual}
+    return {'weights': weights, 'log_weights': jax.nn.log_softmax(logits),
+            'intensity': intensity, 'residual': residual}
 
   def __call__(self, feature, directions, code, points):
     """Colors f32[..., num_samples, 3] of samples (see `terms` for args)."""

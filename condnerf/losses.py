@@ -103,6 +103,47 @@ def palette_usage(usage, weight):
   return jnp.sum(u * jnp.log(jnp.maximum(u * usage.shape[-1], 1e-12)))
 
 
+def palette_assignment(log_weights, sample_weights, usage, palette, target,
+                       weight, min_share=0.02):
+  """Cross-entropy of the palette weights against the entry that fits best.
+
+  The photometric loss moves a point's palette weights by gradients that
+  scale with the weights themselves, so a point that sharpened onto the
+  wrong entry (a part's small face painted with a neighbouring part's
+  entry) has no way back. This loss names, for every ray, the entry whose
+  color best explains the target up to brightness (the least error of
+  `t - s P_k` over s >= 0, among entries that paint at least `min_share`
+  of the batch) and pulls every sample of the ray towards it, with a
+  gradient on the logits that does not vanish. The target entry and the
+  samples' compositing weights are constants: the loss moves the palette
+  weights only, never density or the palette.
+
+  Args:
+    log_weights: f32[num_rays, num_samples, K], log w of every sample.
+    sample_weights: f32[num_rays, num_samples], compositing weights.
+    usage: f32[num_rays, K], each ray's composited palette weights.
+    palette: f32[num_rays, K, 3], each ray's palette.
+    target: f32[num_rays, 3], target colors of opaque pixels.
+    weight: f32[num_rays], per-ray weights; 0 for rays to skip
+      (background, partial coverage, padding).
+    min_share: entries that paint less of the batch are no target.
+  Returns:
+    f32[] the weighted mean over rays of -sum_s w_s log w_s[k*] / sum_s w_s.
+  """
+  palette, target = jax.lax.stop_gradient((palette, target))
+  total = jnp.sum(jax.lax.stop_gradient(weight[:, None] * usage), axis=0)
+  active = total >= min_share * jnp.maximum(jnp.sum(total), 1e-9)
+  dot = jnp.einsum('rkc,rc->rk', palette, target)
+  scale = jnp.maximum(dot, 0.0) / jnp.maximum(jnp.sum(palette**2, -1), 1e-9)
+  error = jnp.sum((target[:, None] - scale[..., None] * palette)**2, -1)
+  best = jnp.argmin(jnp.where(active, error, jnp.inf), axis=-1)
+  chosen = jnp.take_along_axis(log_weights, best[:, None, None], axis=-1)
+  along = jax.lax.stop_gradient(sample_weights)
+  per_ray = -jnp.sum(along * chosen[..., 0], axis=-1) / jnp.maximum(
+      jnp.sum(along, axis=-1), 1e-6)
+  return weighted_mean(per_ray, weight)
+
+
 def code_prior(codes, ids, weight):
   """L2 prior on the latent codes used in a batch (NeRF-W style).
 

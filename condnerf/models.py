@@ -152,7 +152,8 @@ class ConditionalNeRF(nn.Module):
       f32[num_rays] `residual` (sum of weights * |r|^2) and `entropy`
       (sum of weights * entropy of w), what training keeps small, and
       f32[num_rays, K] `usage` (sum of weights * w: how much each entry
-      paints the ray).
+      paints the ray), and f32[num_rays, num_samples, K] `log_weights`
+      (log w of every sample, for `losses.palette_assignment`).
     """
     codes = codes_lib.as_code(codes)
     chex.assert_rank(codes['appearance'], 2)
@@ -230,7 +231,8 @@ def _palette_extras(terms, weights):
   residual = jnp.sum(terms['residual']**2, axis=-1)
   return {'residual': jnp.sum(weights * residual, axis=-1),
           'entropy': jnp.sum(weights * entropy, axis=-1),
-          'usage': jnp.einsum('rs,rsk->rk', weights, w)}
+          'usage': jnp.einsum('rs,rsk->rk', weights, w),
+          'log_weights': terms['log_weights']}
 
 
 HEADS = {'mlp': fields.ColorHead, 'palette': fields.PaletteHead}

@@ -97,6 +97,7 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
                  code_prior_weight, residual_weight=0.0,
                  palette_entropy_weight=0.0, palette_usage_weight=0.0,
                  palette_usage_until=0.0, palette_entropy_from=0.0,
+                 palette_assignment_weight=0.0, palette_assignment_from=0.0,
                  total_steps=1):
   """`loss_fn(trainable, batch, noise, background, step) -> (loss, metrics)`.
 
@@ -118,6 +119,11 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
     palette_entropy_from: the entropy weight ramps in linearly from this
       share of training to the end (0 = constant): sharpening too early
       lets one entry take every part.
+    palette_assignment_weight: palette head: weight of
+      `losses.palette_assignment` (pulls each opaque pixel's weights towards
+      the entry whose color fits it), from the share
+      `palette_assignment_from` of training on (once palettes mean
+      something).
     total_steps: the run's steps (training progress when no wall-clock
       budget gives it).
   Returns:
@@ -180,6 +186,13 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
       if 'usage' in extras and palette_usage_weight:
         loss += palette_usage_weight * usage_scale * losses.palette_usage(
             extras['usage'], batch.weight)
+      if 'log_weights' in extras and palette_assignment_weight:
+        acc = jax.lax.stop_gradient(outputs[i].acc)
+        opaque = batch.weight * ((batch.alpha > 0.99) & (acc > 0.99))
+        loss += palette_assignment_weight * (
+            done >= palette_assignment_from) * losses.palette_assignment(
+                extras['log_weights'], outputs[i].weights, extras['usage'],
+                ray_codes['palette'], batch.rgb, opaque)
     return loss, {'loss': loss, 'mse': mse}
 
   return loss_fn

@@ -119,6 +119,11 @@ def get_config(arg=None):
       palette_entropy_from=0.0,
       palette_usage_weight=0.0,
       palette_usage_until=0.0,
+      # Palette head: pull every opaque pixel's palette weights towards the
+      # entry whose color fits it best (losses.palette_assignment), from
+      # the share palette_assignment_from of training on. 0 = off.
+      palette_assignment_weight=0.0,
+      palette_assignment_from=0.5,
       log_every=100,
       checkpoint_every=2000,
       keep_checkpoints=3,

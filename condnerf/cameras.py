@@ -82,8 +82,14 @@ def orbit_path(num_frames, radius, elevation_deg, target=(0.0, 0.0, 0.0),
   """f32[num_frames, 4, 4] poses circling `target` once at a fixed elevation.
 
   The orbit is about the `up` axis, which must be +z or +y.
+  Raises:
+    ValueError: another `up`.
   """
   up = np.asarray(up, np.float64)
+  if up.shape != (3,) or not (np.array_equal(up, [0.0, 0.0, 1.0]) or
+                              np.array_equal(up, [0.0, 1.0, 0.0])):
+    raise ValueError(f'orbit_path orbits about +z (0, 0, 1) or +y (0, 1, 0); '
+                     f'got up={tuple(up.tolist())}.')
   elevation = np.deg2rad(elevation_deg)
   poses = []
   for angle in np.linspace(0.0, 2.0 * np.pi, num_frames, endpoint=False):

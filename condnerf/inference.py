@@ -144,10 +144,14 @@ def render_rays(render_step, params, codes, rays, chunk, mesh,
   Returns:
     dict of numpy arrays: rgb f32[num_rays, 3], depth f32[num_rays],
     acc f32[num_rays].
+  Raises:
+    ValueError: no rays.
   """
   num_devices = mesh.devices.size
   chunk = -(-chunk // num_devices) * num_devices
   num_rays = rays.code_ids.shape[0]
+  if not num_rays:
+    raise ValueError('render_rays got 0 rays; select at least one pixel.')
   processes = 1 if parallel.is_local(mesh) else jax.process_count()
   pieces = []
   for start in range(0, num_rays, chunk):

@@ -140,3 +140,10 @@ def test_orbit_path_circles_the_target_at_its_elevation(up):
   flat = offsets - np.outer(offsets @ np.asarray(up), up)
   cosines = np.sum(flat * np.roll(flat, -1, axis=0), -1) / np.sum(flat**2, -1)
   np.testing.assert_allclose(cosines, 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize('up', [(1.0, 0.0, 0.0), (0.0, 0.0, -1.0),
+                                (0.0, 0.6, 0.8)])
+def test_orbit_path_refuses_an_up_it_cannot_orbit(up):
+  with pytest.raises(ValueError, match=r'\+z \(0, 0, 1\) or \+y'):
+    cameras.orbit_path(4, 3.0, 20.0, up=up)

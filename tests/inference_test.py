@@ -143,3 +143,13 @@ def test_render_step_applies_the_color_fn_before_compositing():
       rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(out['acc'], plain['acc'], rtol=1e-5, atol=1e-6)
   assert np.max(plain['acc']) > 1e-2
+
+
+def test_render_rays_refuses_zero_rays():
+  model, params, table = _setup('hierarchical')
+  mesh = parallel.create_mesh(jax.devices()[:2])
+  rays = _rows(_image_rays().reshape(_HEIGHT * _WIDTH), 0)
+  with pytest.raises(ValueError, match='0 rays'):
+    inference.render_rays(inference.make_render_step(model, mesh),
+                          parallel.replicate(params, mesh),
+                          parallel.replicate(table, mesh), rays, 8, mesh)

@@ -16,23 +16,22 @@ background and the alpha is kept. Extensions read here:
     and `material_distributions` (see `materials`).
 
 This module also owns what the other file-based loaders (`nerfstudio`, `llff`)
-reuse: reading json and straight-alpha images, compositing, box downsampling,
-parsing frame entries into `base.Frames`, and turning the appearance ids read
+reuse: parsing frame entries into `base.Frames` (files are read through
+`image_io`), and turning the appearance ids read
 from files into code rows (`assign_codes`). It owns no pose normalisation
 (see `llff`) and no jax.
 """
 
 import dataclasses
-import json
 import math
 import numbers
 import os
 
 import numpy as np
-from PIL import Image
 
 from condnerf import cameras
 from condnerf.data import base
+from condnerf.data import image_io
 
 SPLITS = ('train', 'val', 'test')
 DEFAULT_NEAR = 2.0
@@ -41,117 +40,6 @@ DEFAULT_SCENE_BOUND = 1.5
 # Intrinsics keys a frame may carry itself, overriding the global ones.
 INTRINSIC_KEYS = ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h', 'camera_angle_x',
                   'camera_angle_y')
-
-
-def read_json(path):
-  """Reads a json file; raises `base.DataError` when missing or malformed."""
-  if not os.path.isfile(path):
-    raise base.DataError(f'{path} does not exist; check the dataset path.')
-  try:
-    with open(path, encoding='utf-8') as f:
-      return json.load(f)
-  except json.JSONDecodeError as e:
-    raise base.DataError(
-        f'{path} is not valid JSON (line {e.lineno}, column {e.colno}: '
-        f'{e.msg}); fix the file.') from e
-  except UnicodeDecodeError as e:
-    raise base.DataError(f'{path} is not UTF-8 text; fix the file.') from e
-
-
-def read_image(path):
-  """Reads an image file as straight color and optional alpha.
-
-  Args:
-    path: image file (any format Pillow reads).
-  Returns:
-    rgb: f32[H, W, 3] straight color in [0, 1].
-    alpha: f32[H, W] in [0, 1], or None when the file has no alpha channel.
-  Raises:
-    DataError: when the file is missing or not an image.
-  """
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      has_alpha = 'A' in image.getbands() or 'transparency' in image.info
-      array = np.asarray(image.convert('RGBA' if has_alpha else 'RGB'))
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
-  array = array.astype(np.float32) / 255.0
-  if has_alpha:
-    return array[..., :3], array[..., 3]
-  return array, None
-
-
-def image_size(path):
-  """(height, width) of an image file, read from its header only."""
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      width, height = image.size
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
-  return height, width
-
-
-def read_gray(path):
-  """f32[H, W] in [0, 1]: an image file read as luminance (e.g. a mask)."""
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      array = np.asarray(image.convert('L'))
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
-  return array.astype(np.float32) / 255.0
-
-
-def composite(rgb, alpha, background):
-  """f32[..., 3]: straight color `rgb` over `background`, opacity `alpha`.
-
-  Args:
-    rgb: f32[..., 3] straight (un-premultiplied) color.
-    alpha: f32[...] opacity in [0, 1].
-    background: f32[3] background color.
-  """
-  alpha = alpha[..., None]
-  return rgb * alpha + np.asarray(background, np.float32) * (1.0 - alpha)
-
-
-def box_downsample(image, factor):
-  """Averages `factor` x `factor` pixel blocks.
-
-  Compositing is linear, so box-averaging a composited image equals compositing
-  the box-averaged premultiplied color and alpha.
-
-  Args:
-    image: f32[H, W, ...].
-    factor: positive int; rows and columns past a multiple of it are cropped.
-  Returns:
-    f32[H // factor, W // factor, ...].
-  """
-  if factor == 1:
-    return image
-  height, width = image.shape[0] // factor, image.shape[1] // factor
-  image = image[:height * factor, :width * factor]
-  blocks = image.reshape(height, factor, width, factor, *image.shape[2:])
-  return blocks.mean(axis=(1, 3), dtype=np.float32)
-
-
-def downsample_depth(depth, factor):
-  """f32[H // factor, W // factor]: mean finite depth per block, inf if none."""
-  if factor == 1:
-    return depth
-  height, width = depth.shape[0] // factor, depth.shape[1] // factor
-  blocks = depth[:height * factor, :width * factor].reshape(
-      height, factor, width, factor)
-  finite = np.isfinite(blocks)
-  total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
-  count = finite.sum(axis=(1, 3))
-  with np.errstate(invalid='ignore', divide='ignore'):
-    mean = total / count
-  return np.where(count > 0, mean, np.inf).astype(np.float32)
 
 
 def check_background(background):
@@ -356,7 +244,7 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
     frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
     pose = parse_pose(frame['transform_matrix'], frame_where)
     image_path = resolve_image(folder, frame['file_path'], frame_where)
-    rgb, alpha = read_image(image_path)
+    rgb, alpha = image_io.read_image(image_path)
     height, width = rgb.shape[:2]
     if height < factor or width < factor:
       raise base.DataError(f'{frame_where}: image {width}x{height} is smaller '
@@ -375,11 +263,11 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
     alpha = np.ones((height, width), np.float32) if alpha is None else alpha
     if has_depth[i]:
       depth = _load_depth(folder, frame, (height, width), frame_where)
-      depths.append(downsample_depth(depth, factor))
+      depths.append(image_io.downsample_depth(depth, factor))
     if has_look[i]:
       appearances.append(_appearance(frame, frame_where))
-    images.append(box_downsample(composite(rgb, alpha, background), factor))
-    alphas.append(box_downsample(alpha, factor))
+    images.append(image_io.box_downsample(image_io.composite(rgb, alpha, background), factor))
+    alphas.append(image_io.box_downsample(alpha, factor))
     intr = intr.copy()
     intr /= factor
     poses.append(pose)
@@ -527,7 +415,7 @@ def load_blender(path, appearance='auto', num_codes=0,
           f'{json_path} does not exist; a Blender dataset needs '
           'transforms_train.json and transforms_test.json '
           '(transforms_val.json is optional).')
-    json_paths[split], metas[split] = json_path, read_json(json_path)
+    json_paths[split], metas[split] = json_path, image_io.read_json(json_path)
   train_meta = metas['train']
   if not isinstance(train_meta, dict):
     raise base.DataError(f'{json_paths["train"]} must hold a JSON object.')

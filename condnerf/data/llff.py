@@ -29,6 +29,7 @@ import numpy as np
 
 from condnerf.data import base
 from condnerf.data import blender
+from condnerf.data import image_io
 
 # NeRF's LLFF convention: scale so the nearest bound sits at 1 / BD_FACTOR.
 BD_FACTOR = 0.75
@@ -276,7 +277,7 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     train_idx, test_idx = train_idx[:max_frames], test_idx[:max_frames]
 
   # Intrinsics follow the actual image size, read from the file headers.
-  sizes = np.array([blender.image_size(os.path.join(image_dir, name))
+  sizes = np.array([image_io.image_size(os.path.join(image_dir, name))
                     for name in names])
   heights, widths = sizes[:, 0], sizes[:, 1]
   full_h, full_w, focal = hwf.T
@@ -294,9 +295,9 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
   def read(indices):
     images, alphas = [], []
     for i in indices:
-      rgb, alpha = blender.read_image(os.path.join(image_dir, names[i]))
+      rgb, alpha = image_io.read_image(os.path.join(image_dir, names[i]))
       if mask_names is not None:
-        alpha = blender.read_gray(os.path.join(mask_dir, mask_names[i]))
+        alpha = image_io.read_gray(os.path.join(mask_dir, mask_names[i]))
         if alpha.shape != rgb.shape[:2]:
           raise base.DataError(
               f'Mask {mask_names[i]} is {alpha.shape[1]}x{alpha.shape[0]} but '
@@ -304,7 +305,7 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
               'match their images.')
       if alpha is not None:
         alphas.append(alpha)
-        rgb = blender.composite(rgb, alpha, background)
+        rgb = image_io.composite(rgb, alpha, background)
       images.append(rgb)
     return base.Frames(
         images=images, alphas=alphas or None,

@@ -43,6 +43,7 @@ from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
 from condnerf.data import chair_files
+from condnerf.data import image_io
 from condnerf.data import procedural
 from condnerf.data import variants
 
@@ -331,7 +332,7 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
 def read_materials(dataset_dir):
   """The material table (list of `Material`, by id) of a material dataset."""
   json_path = os.path.join(os.fspath(dataset_dir), 'transforms_train.json')
-  meta = blender.read_json(json_path)
+  meta = image_io.read_json(json_path)
   if not isinstance(meta, dict) or 'materials' not in meta:
     raise base.DataError(f'{json_path} has no "materials" table; is it a '
                          'material dataset (write_material_dataset)?')
@@ -341,7 +342,7 @@ def read_materials(dataset_dir):
 def _views(dataset_dir, split, max_frames):
   """Poses, intrinsics and render settings of a chair dataset's split."""
   json_path = os.path.join(dataset_dir, f'transforms_{split}.json')
-  meta = blender.read_json(json_path)
+  meta = image_io.read_json(json_path)
   frames = blender.get_frames(meta, json_path)
   if max_frames:
     frames = frames[:max_frames]
@@ -395,8 +396,8 @@ def ground_truth(dataset_dir, split, part_colors=None, light=None,
                                         supersample, part_colors, light)
   rgba = chair_files.to_rgba8(render.rgb, render.alpha).astype(np.float32)
   rgba /= 255.0
-  images = [blender.box_downsample(
-      blender.composite(image[..., :3], image[..., 3], background), factor)
+  images = [image_io.box_downsample(
+      image_io.composite(image[..., :3], image[..., 3], background), factor)
             for image in rgba]
   shape = (len(images),) + (images[0].shape if images else (0, 0, 3))
   return np.asarray(images, np.float32).reshape(shape)

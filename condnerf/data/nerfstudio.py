@@ -34,6 +34,7 @@ import numpy as np
 
 from condnerf.data import base
 from condnerf.data import blender
+from condnerf.data import image_io
 from condnerf.data import llff
 
 DEFAULT_NEAR = 0.05
@@ -113,7 +114,7 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
   holdout = blender.check_positive_int(holdout, 'holdout', minimum=2)
   max_frames = blender.check_positive_int(max_frames, 'max_frames', minimum=0)
   background = blender.check_background(background)
-  meta = blender.read_json(json_path)
+  meta = image_io.read_json(json_path)
   frames = blender.get_frames(meta, json_path)
   if not frames:
     raise base.DataError(f'{json_path} lists no frames.')

@@ -25,6 +25,7 @@ from PIL import Image
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
+from condnerf.data import image_io
 
 THETA_RANGE = (0.0, 2.0 * np.pi)
 S_RANGE = (0.5, 1.5)
@@ -127,7 +128,7 @@ def _read_split(src, split):
   json_path = os.path.join(src, f'transforms_{split}.json')
   if split == 'val' and not os.path.isfile(json_path):
     json_path = os.path.join(src, 'transforms_test.json')
-  meta = blender.read_json(json_path)
+  meta = image_io.read_json(json_path)
   return json_path, meta, blender.get_frames(meta, json_path)
 
 
@@ -160,8 +161,8 @@ def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
     path = blender.resolve_image(src, frame['file_path'], where)
     rgba = variant_rgba(_read_rgba(path), appearance).astype(np.float32)
     rgba /= 255.0
-    image = blender.composite(rgba[..., :3], rgba[..., 3], background)
-    images.append(blender.box_downsample(image, factor))
+    image = image_io.composite(rgba[..., :3], rgba[..., 3], background)
+    images.append(image_io.box_downsample(image, factor))
   return images
 
 
@@ -235,7 +236,7 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
     json_path = os.path.join(src, f'transforms_{split}.json')
     if split == 'val' and not os.path.isfile(json_path):
       continue
-    meta = blender.read_json(json_path)
+    meta = image_io.read_json(json_path)
     frames = blender.get_frames(meta, json_path)
     if 'appearances' in meta or any('appearance' in f for f in frames):
       raise base.DataError(

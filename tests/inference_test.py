@@ -76,11 +76,17 @@ def _rows(rays, stop):
 
 
 def _assert_renders_close(a, b):
-  """Equal up to float rounding (rgb, acc in [0, 1]; depth in [2, 6])."""
+  """Equal up to float rounding (rgb, acc in [0, 1]; depth in [2, 6]).
+
+  A batch of another size may tile the matmuls differently (1 ulp apart),
+  and the fine level's inverse-CDF resampling passes that on: in one run of
+  `make test` the hierarchical model's acc differed by 1.7e-6 on one ray of
+  35. A wrong ray, code or padding moves values by 1e-2 or more.
+  """
   assert set(a) == set(b) == {'rgb', 'depth', 'acc'}
   for name in a:
     assert a[name].shape == b[name].shape, name
-    np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-6,
+    np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-5,
                                err_msg=name)
 
 

@@ -3,6 +3,7 @@
 The code table is a dict of arrays sharing a leading `num_codes` axis:
   {'appearance': f32[num_codes, code_dim]}                 latent codes
   {'appearance': ..., 'palette': f32[num_codes, K, 3]}     with a palette head
+  {..., 'light': f32[num_codes, 9, 3]}                     shaded by SH light
 One code (a row of every table) is the same dict without the leading axis;
 per-ray codes have a leading `num_rays` axis. The model never owns a table;
 it receives one code per ray. Everything here is a pure function over the
@@ -26,10 +27,11 @@ from condnerf import workdir as workdir_lib
 
 APPEARANCE = 'appearance'
 PALETTE = 'palette'
+LIGHT = 'light'
 
 
 def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0,
-               palette_center=None, palette_spread=0.1):
+               palette_center=None, palette_spread=0.1, light=None):
   """A fresh code table.
 
   Latent codes are small Gaussian entries. Palette colors start random,
@@ -50,9 +52,11 @@ def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0,
     palette_size: K, entries of each code's palette; 0 = no palette.
     palette_center: None, or f32[num_codes, 3] a color per code.
     palette_spread: half-width of the uniform offsets around it.
+    light: None (no light codes), or f32[num_codes, 9, 3] the light codes'
+      start (`lighting`; a shaded palette head).
   Returns:
     {'appearance': f32[num_codes, code_dim]} (+ 'palette': f32[num_codes, K,
-    3]).
+    3]) (+ 'light': f32[num_codes, 9, 3]).
   """
   if num_codes < 1:
     raise ValueError(f'num_codes must be >= 1, got {num_codes}.')
@@ -69,6 +73,12 @@ def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0,
       codes[PALETTE] = jnp.clip(center + jax.random.uniform(
           palette_key, shape, jnp.float32, -palette_spread, palette_spread),
                                 0.0, 1.0)
+  if light is not None:
+    light = jnp.asarray(light, jnp.float32)
+    if light.shape != (num_codes, 9, 3):
+      raise ValueError(f'Initial light codes must be f32[{num_codes}, 9, 3], '
+                       f'got {light.shape}.')
+    codes[LIGHT] = light
   return codes
 
 

@@ -3,7 +3,8 @@
 Owns turning host arrays into what a notebook shows: `show` (an image or a
 labelled row of images, as PNG), `show_gif` (an animation, inline; no video
 codec needed) and `show_table` (rows of dicts as a Markdown table, built by
-`markdown_table`), and `color_pickers` (ipywidgets, for palette entries).
+`markdown_table`), `color_pickers` (ipywidgets, for palette entries) and
+`sliders` (for a light's direction).
 Each can also write what it shows to a file (`save_to`),
 which is how the figures in docs/ are exported. IPython is imported only
 when something is displayed, so the library does not depend on it.
@@ -177,3 +178,39 @@ def color_pickers(colors, on_change, description='entry'):
     pickers.append(picker)
   _ipython().display(ipywidgets.VBox(pickers))
   return pickers
+
+
+def sliders(specs, on_change):
+  """Float sliders (ipywidgets); `on_change(values)` with every value.
+
+  Like `color_pickers`, prints a note and returns None without a notebook
+  front end: call `on_change` yourself.
+
+  Args:
+    specs: dict name -> (min, max, start).
+    on_change: called with {name: float} whenever a slider moves.
+  Returns:
+    The list of sliders, or None.
+  """
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from IPython import get_ipython
+    import ipywidgets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    get_ipython = None
+  if get_ipython is None or get_ipython() is None:
+    print('Sliders need a notebook with ipywidgets; call the callback '
+          f'directly instead, e.g. on_change({ {k: v[2] for k, v in specs.items()} }).')
+    return None
+  widgets = {name: ipywidgets.FloatSlider(value=start, min=low, max=high,
+                                          description=name,
+                                          continuous_update=False)
+             for name, (low, high, start) in specs.items()}
+
+  def changed(_):
+    on_change({name: float(w.value) for name, w in widgets.items()})
+
+  for widget in widgets.values():
+    widget.observe(changed, names='value')
+  _ipython().display(ipywidgets.VBox(list(widgets.values())))
+  return list(widgets.values())

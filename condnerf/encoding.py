@@ -188,7 +188,23 @@ def _interpolate_bwd(residuals, g):
       along(feats[..., :, 1, :, :] - feats[..., :, 0, :, :], w_xz),
       along(feats[..., :, :, 1, :] - feats[..., :, :, 0, :], w_xy),
   ], axis=-1)
-  return d_tables, None, d_frac.astype(frac.dtype)
+  return _like(d_tables, flat_tables), None, d_frac.astype(frac.dtype)
+
+
+def _like(cotangent, primal):
+  """The cotangent summed over the devices the primal is replicated on.
+
+  Inside `shard_map`, tables replicated on every device receive a
+  per-device cotangent when something differentiates through the lookup
+  with them held fixed (normals: a gradient with respect to position
+  only); its type must match the tables', so it is summed as shard_map's
+  own transpose would (and dropped unused).
+  """
+  def varying(x):
+    kind = getattr(jax.typeof(x), 'manual_axis_type', None)
+    return frozenset(getattr(kind, 'varying', ()))
+  extra = varying(cotangent) - varying(primal)
+  return jax.lax.psum(cotangent, tuple(sorted(extra))) if extra else cotangent
 
 
 _interpolate.defvjp(_interpolate_fwd, _interpolate_bwd)

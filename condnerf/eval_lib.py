@@ -12,11 +12,14 @@ import numpy as np
 import tqdm
 
 from condnerf import cameras
+from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import experiment as experiment_lib
 from condnerf import images
+from condnerf import inference
 from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
+from condnerf.edit import methods
 from condnerf.evaluators import image_metrics
 
 
@@ -67,6 +70,9 @@ def orbit_rays(scene, num_frames, radius, elevation, code_id=-1,
 def render_path(config, workdir):
   """`--mode=render`: an orbit with one code, as PNG frames and a GIF.
 
+  With `render.light_turns` (a shaded head) the code's light also turns
+  about the up axis; with `render.fixed_camera` only the light moves.
+
   Returns:
     The path of the GIF.
   """
@@ -81,10 +87,26 @@ def render_path(config, workdir):
   if is_main:
     os.makedirs(out_dir, exist_ok=True)
   rendered = []
-  for i, rays in enumerate(tqdm.tqdm(
-      orbit_rays(exp.scene, rc.num_frames, rc.radius, rc.elevation, rc.code),
-      desc='render', disable=not is_main)):
-    rgb = np.clip(exp.render(state, rays)['rgb'], 0.0, 1.0)
+  paths = orbit_rays(exp.scene, rc.num_frames, rc.radius, rc.elevation,
+                     rc.code)
+  if rc.fixed_camera:
+    paths = [paths[0]] * len(paths)
+  for i, rays in enumerate(tqdm.tqdm(paths, desc='render',
+                                     disable=not is_main)):
+    if rc.light_turns:
+      # The code's light turned about up, a full turn every
+      # num_frames / light_turns frames.
+      table = jax.device_get(state.codes)
+      code = (codes_lib.mean_code(table) if rc.code == -1 else
+              codes_lib.row(table, rc.code))
+      turned = methods.relight(exp, state, code,
+                               rotate=360.0 * rc.light_turns * i /
+                               rc.num_frames)
+      rgb = inference.render_with_code(exp, state.params, rays,
+                                       turned.code)['rgb']
+    else:
+      rgb = exp.render(state, rays)['rgb']
+    rgb = np.clip(rgb, 0.0, 1.0)
     rendered.append(rgb)
     if is_main:
       images.save_png(os.path.join(out_dir, f'frame_{i:03d}.png'), rgb)

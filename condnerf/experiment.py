@@ -15,12 +15,15 @@ from typing import Any, Callable
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from condnerf import checkpointing
 from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import inference
+from condnerf import lighting
 from condnerf import models
 from condnerf import optim
 from condnerf import parallel
@@ -131,10 +134,12 @@ def build_experiment(config, scene=None, mesh=None):
     palette_center = codes_lib.palette_centers(
         scene.train.images, scene.train.alphas, scene.train.appearance_ids,
         scene.num_codes)
+  light = (initial_lights(scene, config.codes.light_init)
+           if model.needs_normals() else None)
   init_state = jax.jit(
       lambda key: train_lib.create_train_state(
           model, optimizer, key, scene.num_codes, config.codes.dim,
-          config.codes.init_scale, palette_center),
+          config.codes.init_scale, palette_center, light),
       out_shardings=parallel.replicated(mesh))
   loss_fn = train_lib.make_loss_fn(
       model, config.train.coarse_loss_weight,
@@ -143,7 +148,10 @@ def build_experiment(config, scene=None, mesh=None):
       config.train.palette_usage_weight, config.train.palette_usage_until,
       config.train.palette_entropy_from,
       config.train.palette_assignment_weight,
-      config.train.palette_assignment_from, config.train.steps)
+      config.train.palette_assignment_from, config.train.steps,
+      config.train.normal_weight,
+      config.codes.light_prior_weight if light is not None else 0.0,
+      None if light is None else jnp.asarray(light))
   train_step = train_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
       config.train.random_background)
@@ -156,6 +164,30 @@ def build_experiment(config, scene=None, mesh=None):
 
 
 PALETTE_INITS = ('data', 'uniform')
+LIGHT_INITS = ('data', 'default')
+# The start of light codes without recorded lights: a light from above,
+# front and left (the procedural chair's default direction) plus as much
+# ambient light. Not straight overhead: a light along the up axis would not
+# move when turned about it (`--mode=render` with render.light_turns).
+DEFAULT_LIGHT = dict(direction=(-0.4, -0.6, 1.0), intensity=0.5, ambient=0.5)
+
+
+def initial_lights(scene, how):
+  """f32[num_codes, 9, 3]: where the light codes start.
+
+  'data': each appearance's recorded light (a material dataset's
+  `materials` table), as the SH code of a directional light; codes with no
+  recorded light, and every code with 'default', start at `DEFAULT_LIGHT`.
+  Training moves them; the start only fixes the units (a light code and a
+  palette could otherwise trade a factor per channel).
+  """
+  default = lighting.directional(**DEFAULT_LIGHT)
+  out = np.repeat(default[None], scene.num_codes, axis=0)
+  table = scene.metadata.get('materials') if how == 'data' else None
+  for k, entry in enumerate(table or []):
+    if k < scene.num_codes and isinstance(entry, dict) and 'light' in entry:
+      out[k] = lighting.from_material_light(entry['light'])
+  return out
 SPLITS = ('train', 'val', 'test')
 
 
@@ -185,6 +217,10 @@ def check_config(config):
   if config.train.minutes < 0:
     raise errors.ConfigError(f'train.minutes={config.train.minutes} must be '
                              '>= 0 (0 = no time budget).')
+  if config.codes.get('light_init', 'data') not in LIGHT_INITS:
+    raise errors.ConfigError(
+        f'codes.light_init={config.codes.light_init!r}; choose one of '
+        f'{list(LIGHT_INITS)}.')
   if config.codes.palette_init not in PALETTE_INITS:
     raise errors.ConfigError(
         f'codes.palette_init={config.codes.palette_init!r}; choose one of '

@@ -18,9 +18,12 @@ import jax
 import jax.numpy as jnp
 
 from condnerf import encoding
+from condnerf import lighting
 
 ENCODINGS = ('posenc', 'hashgrid')
 CONDITIONINGS = ('concat', 'film', 'none')
+SHADINGS = ('none', 'sh')
+NORMALS = ('density', 'predicted')
 DENSITY_ACTIVATIONS = {
     'softplus': jax.nn.softplus,
     'relu': jax.nn.relu,
@@ -260,6 +263,14 @@ class PaletteHead(nn.Module):
   the latent code, for what a palette cannot express (view-dependent
   effects); training keeps it small (`train.residual_weight`) so that color
   cannot hide in it.
+
+  With `shading='sh'` the intensity is not learned: it is the light code's
+  spherical-harmonics irradiance at the sample's normal (`lighting`),
+  `max(0, Y(n) @ L)` f32[..., 3] with `L = code['light']` f32[9, 3] and the
+  normal `n` the density field's (`models.ConditionalNeRF.geometry`) or
+  predicted from the feature (`normals`), code-free either way, so the
+  color is `albedo * shading + r` with the palette mixture as the albedo:
+  color and light are two codes over one geometry.
   """
   palette_size: int = 6  # K, entries of the palette.
   # Multiplies the weight logits: above 1 the softmax starts sharper and
@@ -271,39 +282,72 @@ class PaletteHead(nn.Module):
   dir_deg: int = 4  # frequencies of the view-direction encoding.
   pos_deg: int = 4  # frequencies of the position encoding of the weights.
   conditioning: str = 'concat'  # residual: 'concat' (code) or 'none'.
+  shading: str = 'none'  # 'none' (learned intensity) or 'sh' (light code).
+  # Shading 'sh': the normals it shades with. 'density': the density
+  # field's (negative normalized gradient); 'predicted': an MLP of the
+  # feature and position (code-free), which training pulls towards them
+  # (Ref-NeRF): smooth where the gradient of a hash grid is noisy.
+  normals: str = 'density'
   dtype: Any = jnp.float32  # compute dtype of the matmuls.
 
   def setup(self):
     if self.conditioning not in ('concat', 'none'):
       raise ValueError(f'A palette head conditions its residual by '
                        f"'concat' or 'none', not {self.conditioning!r}.")
-    self.weight_mlp = MLP(self.width, self.depth, out_dim=self.palette_size + 1,
-                          dtype=self.dtype)
+    if self.shading not in SHADINGS:
+      raise ValueError(f'Unknown shading {self.shading!r}; choose one of '
+                       f'{list(SHADINGS)}.')
+    self.weight_mlp = MLP(self.width, self.depth,
+                          out_dim=self.palette_size + (
+                              self.shading == 'none'), dtype=self.dtype)
+    if self.normals not in NORMALS:
+      raise ValueError(f'Unknown normals {self.normals!r}; choose one of '
+                       f'{list(NORMALS)}.')
+    if self.shading == 'sh' and self.normals == 'predicted':
+      self.normal_mlp = MLP(self.width, self.depth, out_dim=3,
+                            dtype=self.dtype)
     self.residual_mlp = MLP(self.width, self.depth, dtype=self.dtype)
     self.residual_out = nn.Dense(3, dtype=self.dtype,
                                  kernel_init=nn.initializers.zeros)
 
-  def terms(self, feature, directions, code, points):
-    """The code-free weights and the residual of samples.
+  def terms(self, feature, directions, code, points, normals=None):
+    """The code-free weights, the shading and the residual of samples.
 
     Args:
       feature: f32[..., num_samples, feature_dim], geometry features.
       directions: f32[..., 3], unit view directions of the rays.
-      code: one code per ray: {'appearance': f32[..., code_dim], ...}.
+      code: one code per ray: {'appearance': f32[..., code_dim], ...}
+        (+ 'light' f32[..., 9, 3] with `shading='sh'`).
       points: f32[..., num_samples, 3], sample positions scaled to the
         scene box (about [-1, 1]).
+      normals: f32[..., num_samples, 3] unit normals (`shading='sh'`).
     Returns:
       dict: `weights` f32[..., num_samples, K] (the softmax w) and
       `log_weights` (its logarithm, finite where w underflows to 0),
-      `intensity` f32[..., num_samples] (s), and `residual` f32[...,
-      num_samples, 3] (r).
+      `shading` f32[..., num_samples, C] (the factor of the albedo: C = 1,
+      the learned intensity s, or C = 3, the light code's irradiance),
+      `intensity` f32[..., num_samples] (its mean over channels), and
+      `residual` f32[..., num_samples, 3] (r); with `shading='sh'` also
+      `normals` f32[..., num_samples, 3] (those it shaded with) and, when
+      predicted, `density_normals` (the field's, what they are pulled to).
     """
     where = jnp.concatenate(
         [feature, encoding.posenc(points, 0, self.pos_deg)], axis=-1)
     out = self.weight_mlp(where.astype(self.dtype)).astype(jnp.float32)
-    logits = self.logit_scale * out[..., :-1]
+    extra = {}
+    if self.shading == 'sh':
+      if self.normals == 'predicted':
+        raw = self.normal_mlp(where.astype(self.dtype)).astype(jnp.float32)
+        predicted = raw / jnp.sqrt(jnp.sum(raw**2, -1, keepdims=True) + 1e-12)
+        extra['density_normals'], normals = normals, predicted
+      extra['normals'] = normals
+      logits = self.logit_scale * out
+      shade = jax.nn.relu(lighting.shading(
+          normals, code['light'][..., None, :, :]))
+    else:
+      logits = self.logit_scale * out[..., :-1]
+      shade = jax.nn.softplus(out[..., -1:] + 1.0)
     weights = jax.nn.softmax(logits, axis=-1)
-    intensity = jax.nn.softplus(out[..., -1] + 1.0)
     dir_enc = encoding.direction_encoding(directions, self.dir_deg)
     ray_x = dir_enc.astype(self.dtype)
     if self.conditioning == 'concat':
@@ -312,12 +356,14 @@ class PaletteHead(nn.Module):
     h = self.residual_mlp(feature.astype(self.dtype), ray_x)
     residual = self.residual_out(h).astype(jnp.float32)
     return {'weights': weights, 'log_weights': jax.nn.log_softmax(logits),
-            'intensity': intensity, 'residual': residual}
+            'shading': shade, 'intensity': jnp.mean(shade, axis=-1),
+            'residual': residual, **extra}
 
-  def __call__(self, feature, directions, code, points):
+  def __call__(self, feature, directions, code, points, normals=None):
     """Colors f32[..., num_samples, 3] of samples (see `terms` for args)."""
-    return palette_colors(self.terms(feature, directions, code, points),
-                          code['palette'])
+    return palette_colors(
+        self.terms(feature, directions, code, points, normals),
+        code['palette'])
 
 
 def palette_colors(terms, palette):
@@ -330,4 +376,4 @@ def palette_colors(terms, palette):
     f32[..., num_samples, 3] colors (not clipped: linear in the palette).
   """
   mixed = jnp.einsum('...sk,...kc->...sc', terms['weights'], palette)
-  return terms['intensity'][..., None] * mixed + terms['residual']
+  return terms['shading'] * mixed + terms['residual']

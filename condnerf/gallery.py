@@ -31,9 +31,11 @@ from condnerf import codes as codes_lib
 from condnerf import eval_lib
 from condnerf import images
 from condnerf import inference
+from condnerf import lighting
 from condnerf import metrics
 from condnerf.data import materials
 from condnerf.data import procedural
+from condnerf.edit import methods
 from condnerf.edit import scribbles
 
 
@@ -268,6 +270,71 @@ def palette_weight_maps(experiment, state, frames, view, scale=1):
   labels = [f'entry {k}: {100 * weights[..., k].sum() / total:.0f}%'
             for k in range(weights.shape[-1])] + ['intensity s']
   return images.contact_sheet([cells], [labels]), maps
+
+
+def shading_maps(experiment, state, frames, view, code, scale=1):
+  """What a shaded head sees of a view: normals, albedo, shading, color.
+
+  Normals map x, y, z from [-1, 1] to rgb where the view is opaque; albedo
+  and shading are composited on white like the color.
+
+  Args:
+    experiment: `experiment.Experiment` with a shaded palette head.
+    state: trained `TrainState`.
+    frames: `data.base.Frames`.
+    view: view index.
+    code: one code (its palette is the albedo, its light the shading).
+    scale: integer enlargement of every image.
+  Returns:
+    (f32[h, w, 3] labelled sheet, dict of `inference.render_palette_maps`).
+  """
+  methods.check_shaded(experiment, 'Shading maps')
+  rays = scribbles.view_rays(frames, view)
+  maps = inference.render_palette_maps(experiment, state.params, rays, code)
+  rgb = inference.render_with_code(experiment, state.params, rays,
+                                   code)['rgb']
+  acc = maps['acc'][..., None]
+  length = np.linalg.norm(maps['normals'], axis=-1, keepdims=True)
+  normals = 0.5 + 0.5 * maps['normals'] / np.maximum(length, 1e-6)
+  peak = max(float(maps['shading'].max()), 1e-6)
+
+  def on_white(image):  # composited by opacity, like the color.
+    return image + (1.0 - acc)
+
+  cells = [np.where(acc > 0.5, normals, 1.0), on_white(maps['albedo']),
+           on_white(maps['shading'] / peak), rgb]
+  labels = ['normals', 'albedo', f'shading/{peak:.2f}', 'color']
+  return images.contact_sheet(
+      [[_scaled(np.clip(c, 0.0, 1.0), scale) for c in cells]],
+      [labels]), maps
+
+
+def light_direction(azimuth, elevation, up=(0.0, 0.0, 1.0)):
+  """f64[3]: the unit vector at `azimuth` degrees about `up` and
+  `elevation` degrees above the horizon (azimuth 0 = +x; 90 = +y for up
+  +z, -z for up +y)."""
+  up = lighting.unit(up)
+  x = np.array([1.0, 0.0, 0.0])
+  x = lighting.unit(x - np.dot(x, up) * up if abs(up[0]) < 0.9 else
+                    np.cross(up, [0.0, 0.0, 1.0]))
+  y = np.cross(up, x)
+  a, e = np.radians(azimuth), np.radians(elevation)
+  return np.cos(e) * (np.cos(a) * x + np.sin(a) * y) + np.sin(e) * up
+
+
+def relight_view(experiment, state, rays, code, azimuth, elevation):
+  """A code lit from (azimuth, elevation), and the view rendered with it.
+
+  The callback behind the notebook's light sliders: `methods.relight`
+  keeps the light's intensity and ambient and moves only its direction.
+
+  Returns:
+    (the new code, f32[H, W, 3] render).
+  """
+  direction = light_direction(azimuth, elevation, experiment.scene.up)
+  new = methods.relight(experiment, state, code, direction=direction).code
+  return new, inference.render_with_code(experiment, state.params, rays,
+                                         new)['rgb']
 
 
 def recolor_entry(experiment, state, rays, code, entry, color):

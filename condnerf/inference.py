@@ -269,8 +269,12 @@ def make_palette_maps_step(model, mesh):
 
   For each ray: `weights` f32[num_rays, K], the composited share of each
   palette entry (sum over samples of compositing weight x palette weight),
-  and `intensity` f32[num_rays], the composited intensity s. Neither depends
-  on the codes (the latent code is read only by the residual).
+  and `intensity` f32[num_rays], the composited intensity s (with a shaded
+  head, the mean irradiance of the code's light); neither depends on the
+  palette. Also `albedo` f32[num_rays, 3] (composited `w @ P` of the
+  code's palette) and `shading` f32[num_rays, 3] (composited shading), and
+  with a shaded head `normals` f32[num_rays, 3] (composited unit normals,
+  code-free).
   """
 
   def per_device(params, codes, rays, color_params):
@@ -280,8 +284,18 @@ def make_palette_maps_step(model, mesh):
                         codes_lib.lookup(codes, rays.code_ids),
                         method='palette_terms')
     weights = level['weights']
-    return {'weights': jnp.einsum('rs,rsk->rk', weights, terms['weights']),
-            'intensity': jnp.sum(weights * terms['intensity'], axis=-1)}
+    ray_codes = codes_lib.lookup(codes, rays.code_ids)
+    albedo = jnp.einsum('rsk,rkc->rsc', terms['weights'],
+                        ray_codes[codes_lib.PALETTE])
+    shading = jnp.broadcast_to(terms['shading'], albedo.shape)
+    maps = {'weights': jnp.einsum('rs,rsk->rk', weights, terms['weights']),
+            'intensity': jnp.sum(weights * terms['intensity'], axis=-1),
+            'acc': jnp.sum(weights, axis=-1),
+            'albedo': jnp.einsum('rs,rsc->rc', weights, albedo),
+            'shading': jnp.einsum('rs,rsc->rc', weights, shading)}
+    if 'normals' in terms:
+      maps['normals'] = jnp.einsum('rs,rsc->rc', weights, terms['normals'])
+    return maps
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
@@ -297,7 +311,9 @@ def render_palette_maps(experiment, params, rays, code):
     rays: `structs.Rays` [H, W] (or [N]) of numpy arrays.
     code: one code (its latent entry feeds nothing here; any code works).
   Returns:
-    dict: weights f32[H, W, K], intensity f32[H, W].
+    dict: weights f32[H, W, K], intensity and acc (opacity) f32[H, W],
+    albedo and shading f32[H, W, 3], and with a shaded head normals
+    f32[H, W, 3].
   """
   mesh = experiment.mesh
   step = experiment.cached_step(

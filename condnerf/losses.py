@@ -144,6 +144,31 @@ def palette_assignment(log_weights, sample_weights, usage, palette, target,
   return weighted_mean(per_ray, weight)
 
 
+def light_prior(codes, anchor, ids, weight):
+  """L2 pull of the light codes used in a batch towards where they started.
+
+  Order-2 SH have 9 coefficients per channel, and a scene of few normal
+  directions (the chair's boxes have six) pins only their values on those
+  normals, and only up to a factor the palette can take back: unpulled,
+  the codes drift into ones that light the training views right but stand
+  for no physical light, and a light set from a direction no longer
+  matches them. Started at each frame's recorded light
+  (`experiment.initial_lights`), the pull keeps them in its units.
+
+  Args:
+    codes: the code table; its 'light' f32[num_codes, 9, 3] is used.
+    anchor: f32[num_codes, 9, 3], the lights they are pulled towards.
+    ids: i32[num_rays] code rows of the batch rays (-1 rays are ignored).
+    weight: f32[num_rays] per-ray weights.
+  Returns:
+    f32[] mean squared distance of the rays' light codes to their anchors.
+  """
+  rows = jnp.maximum(ids, 0)
+  gap = (jnp.take(codes['light'], rows, axis=0) -
+         jnp.take(anchor, rows, axis=0))
+  return weighted_mean(jnp.sum(gap**2, axis=(-2, -1)) * (ids >= 0), weight)
+
+
 def code_prior(codes, ids, weight):
   """L2 prior on the latent codes used in a batch (NeRF-W style).
 

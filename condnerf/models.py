@@ -9,12 +9,15 @@ The model is split into two code paths so editing can cache geometry:
   `shade(levels, rays, codes)`  runs only the color heads and compositing.
 `__call__` is `shade(geometry(...))`. Codes arrive per ray as a pytree
 (`codes.py`): the MLP head (`head.kind='mlp'`) reads `codes['appearance']`;
-the palette head (`'palette'`) also `codes['palette']` f32[num_rays, K, 3].
+the palette head (`'palette'`) also `codes['palette']` f32[num_rays, K, 3],
+and with `shading='sh'` `codes['light']` f32[num_rays, 9, 3] (`lighting`).
 A level is a dict with
   tdist f32[num_rays, n + 1], density f32[num_rays, n],
   weights f32[num_rays, n], feature f32[num_rays, n, f] or None, and
   points f32[num_rays, n, 3] (sample positions / the field's scene bound:
-  code-free, what a palette head's weights read besides the feature).
+  code-free, what a palette head's weights read besides the feature), and
+  with a shaded head `normals` f32[num_rays, n, 3] on the colored levels
+  (the density field's, `_with_normals`: code-free like density).
 With `clip_to_bound`, every ray's [near, far] is first cut to the field's
 scene box (`field['scene_bound']`), for bounded fields (no contraction).
 Sampling modes:
@@ -125,7 +128,10 @@ class ConditionalNeRF(nn.Module):
                                     levels[-1]['weights'], num,
                                     self.resample_padding, jitter)
       points = sampling.positions(rays.origins, rays.directions, tdist)
-      density, feature = self.fields[i](points)
+      if self.needs_normals() and i in self.colored_levels():
+        density, feature, normals = _with_normals(self.fields[i], points)
+      else:
+        (density, feature), normals = self.fields[i](points), None
       weights = rendering.compute_alpha_weights(density, tdist)[0]
       levels.append(dict(tdist=tdist, density=density, weights=weights,
                          feature=feature,
@@ -135,7 +141,13 @@ class ConditionalNeRF(nn.Module):
                          # which XLA otherwise drops, would run).
                          points=jax.lax.stop_gradient(
                              points / self._scene_bound())))
+      if normals is not None:
+        levels[-1]['normals'] = normals
     return levels
+
+  def needs_normals(self):
+    """Whether the color heads shade with normals (static)."""
+    return dict(self.head or {}).get('shading', 'none') == 'sh'
 
   def shade(self, levels, directions, codes):
     """Colors and composites the levels that have a color head.
@@ -150,7 +162,9 @@ class ConditionalNeRF(nn.Module):
       list of `structs.RenderOutput`, one per level; proposal levels have
       `rgb=None`. With a palette head, colored levels carry `extras`:
       f32[num_rays] `residual` (sum of weights * |r|^2) and `entropy`
-      (sum of weights * entropy of w), what training keeps small, and
+      (sum of weights * entropy of w), what training keeps small (and
+      with predicted normals `normal_error`, the weighted squared gap to
+      the density field's normals), and
       f32[num_rays, K] `usage` (sum of weights * w: how much each entry
       paints the ray), and f32[num_rays, num_samples, K] `log_weights`
       (log w of every sample, for `losses.palette_assignment`).
@@ -166,7 +180,7 @@ class ConditionalNeRF(nn.Module):
         extras = None
         if self.head_kind == 'palette':
           terms = head.terms(level['feature'], directions, codes,
-                             level['points'])
+                             level['points'], level.get('normals'))
           rgb = fields.palette_colors(terms, codes['palette'])
           extras = _palette_extras(terms, level['weights'])
         else:
@@ -195,7 +209,8 @@ class ConditionalNeRF(nn.Module):
     """
     head, codes = self.heads[-1], codes_lib.as_code(codes)
     if self.head_kind == 'palette':
-      return head(level['feature'], directions, codes, level['points'])
+      return head(level['feature'], directions, codes, level['points'],
+                  level.get('normals'))
     return head(level['feature'], directions, codes['appearance'])
 
   def palette_terms(self, level, directions, codes):
@@ -209,7 +224,8 @@ class ConditionalNeRF(nn.Module):
       dict of `fields.PaletteHead.terms`.
     """
     return self.heads[-1].terms(level['feature'], directions,
-                                codes_lib.as_code(codes), level['points'])
+                                codes_lib.as_code(codes), level['points'],
+                                level.get('normals'))
 
   def __call__(self, rays, codes, noise=None):
     """Renders rays.
@@ -224,15 +240,42 @@ class ConditionalNeRF(nn.Module):
     return self.shade(self.geometry(rays, noise), rays.directions, codes)
 
 
+def _with_normals(field, points):
+  """A field's density and feature, and the unit normals of its density.
+
+  The normal is the negative normalized gradient of density with respect to
+  position (it points out of the surface). Like density it reads no code.
+  Training differentiates through it, so shading also shapes the surface.
+
+  Args:
+    field: a bound `fields.GeometryField`.
+    points: f32[num_rays, num_samples, 3] world positions.
+  Returns:
+    density f32[num_rays, num_samples], feature f32[..., feature_dim],
+    normals f32[num_rays, num_samples, 3].
+  """
+  # Only the position is differentiated here (no gradient for the weights:
+  # an outer jax.grad still trains them through the normals).
+  (density, feature), pullback = nn.vjp(lambda mdl, x: mdl(x), field, points,
+                                        vjp_variables=False)
+  _, gradient = pullback((jnp.ones_like(density), jnp.zeros_like(feature)))
+  norm = jnp.sqrt(jnp.sum(gradient**2, axis=-1, keepdims=True) + 1e-12)
+  return density, feature, -gradient / norm
+
+
 def _palette_extras(terms, weights):
   """Per-ray regularizer terms of a palette head (see `shade`)."""
   w = terms['weights']
   entropy = -jnp.sum(w * jnp.log(jnp.maximum(w, 1e-12)), axis=-1)
   residual = jnp.sum(terms['residual']**2, axis=-1)
-  return {'residual': jnp.sum(weights * residual, axis=-1),
-          'entropy': jnp.sum(weights * entropy, axis=-1),
-          'usage': jnp.einsum('rs,rsk->rk', weights, w),
-          'log_weights': terms['log_weights']}
+  extras = {'residual': jnp.sum(weights * residual, axis=-1),
+            'entropy': jnp.sum(weights * entropy, axis=-1),
+            'usage': jnp.einsum('rs,rsk->rk', weights, w),
+            'log_weights': terms['log_weights']}
+  if 'density_normals' in terms:  # Ref-NeRF's predicted-normal loss.
+    gap = jnp.sum((terms['normals'] - terms['density_normals'])**2, axis=-1)
+    extras['normal_error'] = jnp.sum(weights * gap, axis=-1)
+  return extras
 
 
 HEADS = {'mlp': fields.ColorHead, 'palette': fields.PaletteHead}
@@ -257,6 +300,10 @@ def check_choices(cfg):
       ('model.sampler', cfg['sampler'], SAMPLERS),
       ('model.dtype', cfg['dtype'], tuple(_DTYPES)),
       ('model.head.kind', cfg['head']['kind'], tuple(HEADS)),
+      ('model.head.shading', cfg['head'].get('shading', 'none'),
+       fields.SHADINGS),
+      ('model.head.normals', cfg['head'].get('normals', 'density'),
+       fields.NORMALS),
       ('model.head.conditioning', cfg['head']['conditioning'],
        fields.CONDITIONINGS if cfg['head']['kind'] == 'mlp' else
        ('concat', 'none')),
@@ -301,7 +348,14 @@ def build_model(model_name, model_cfg, background):
   kind = head.pop('kind')
   palette_size = head.pop('palette_size')
   logit_scale = head.pop('weight_logit_scale', 1.0)
+  shading = head.pop('shading', 'none')
+  normals = head.pop('normals', 'density')
+  if shading != 'none' and kind != 'palette':
+    raise errors.ConfigError(
+        f"model.head.shading={shading!r} shades the palette head's albedo; "
+        f"set model.head.kind='palette' (it is {kind!r}) or shading='none'.")
   if kind == 'palette':
+    head.update(shading=shading, normals=normals)
     if palette_size < 1:
       raise errors.ConfigError(f'model.head.palette_size={palette_size} must '
                                'be >= 1 for a palette head.')

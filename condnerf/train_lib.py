@@ -66,7 +66,7 @@ class TrainState:
 
 
 def create_train_state(model, optimizer, key, num_codes, code_dim,
-                       code_init_scale, palette_center=None):
+                       code_init_scale, palette_center=None, light=None):
   """Initialises params, codes and optimizer state.
 
   Args:
@@ -78,13 +78,15 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
     code_init_scale: std of the initial code entries.
     palette_center: palette head: None, or f32[num_codes, 3] the color each
       code's palette starts near (see `codes.init_codes`).
+    light: shaded head: f32[num_codes, 9, 3] the light codes' start.
   Returns:
     `TrainState` at step 0.
   """
   init_key, code_key = jax.random.split(key)
   rays = structs.dummy_rays(1, jnp)
   codes = codes_lib.init_codes(code_key, num_codes, code_dim, code_init_scale,
-                               model.palette_size(), palette_center)
+                               model.palette_size(), palette_center,
+                               light=light)
   params = model.init(init_key, rays,
                       codes_lib.lookup(codes, jnp.zeros((1,), jnp.int32))
                       )['params']
@@ -98,7 +100,8 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
                  palette_entropy_weight=0.0, palette_usage_weight=0.0,
                  palette_usage_until=0.0, palette_entropy_from=0.0,
                  palette_assignment_weight=0.0, palette_assignment_from=0.0,
-                 total_steps=1):
+                 total_steps=1, normal_weight=0.0, light_prior_weight=0.0,
+                 light_anchor=None):
   """`loss_fn(trainable, batch, noise, background, step) -> (loss, metrics)`.
 
   The loss of one device's share of the batch.
@@ -126,6 +129,11 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
       something).
     total_steps: the run's steps (training progress when no wall-clock
       budget gives it).
+    normal_weight: shaded head with predicted normals: weight of their
+      squared gap to the density field's normals (both are trained).
+    light_prior_weight: shaded head: weight of `losses.light_prior`, the
+      pull of the light codes towards `light_anchor` f32[num_codes, 9, 3]
+      (their start).
   Returns:
     The loss function `loss_fn(trainable, batch, noise, background=None,
     step=0, progress=None)`; `trainable` is {'params', 'codes'}, `batch` a
@@ -169,6 +177,10 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
     if code_prior_weight:
       loss += code_prior_weight * losses.code_prior(
           trainable['codes'], batch.rays.code_ids, batch.weight)
+    if light_prior_weight:
+      loss += light_prior_weight * losses.light_prior(
+          trainable['codes'], light_anchor, batch.rays.code_ids,
+          batch.weight)
     done = step / total_steps if progress is None else progress
     usage_scale = (jnp.maximum(0.0, 1.0 - done / palette_usage_until)
                    if palette_usage_until else 1.0)
@@ -179,7 +191,8 @@ def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
       extras = outputs[i].extras or {}
       for name, weight, scale in (
           ('residual', residual_weight, 1.0),
-          ('entropy', palette_entropy_weight, entropy_scale)):
+          ('entropy', palette_entropy_weight, entropy_scale),
+          ('normal_error', normal_weight, 1.0)):
         if name in extras and weight:
           loss += weight * scale * losses.weighted_mean(extras[name],
                                                         batch.weight)

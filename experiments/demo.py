@@ -81,14 +81,14 @@ def report_table(report):
   """The edit report as a text table: one row per family and method."""
   def fmt(value, spec):
     return '-' if value is None else format(value, spec)
-  lines = [f"  {'family':<16}{'method':<13}{'PSNR':>7}{'keep':>7}"
+  lines = [f"  {'family':<19}{'method':<13}{'PSNR':>7}{'keep':>7}"
            f"{'drift':>8}{'others':>9}{'seconds':>9}{'params':>8}"]
   for family, entry in report['families'].items():
     for method, row in entry['methods'].items():
       others = ('same' if row['collateral_identical']
                 else fmt(row['collateral_psnr'], '.1f'))
       lines.append(
-          f"  {family:<16}{method:<13}{row['psnr']:>7.2f}"
+          f"  {family:<19}{method:<13}{row['psnr']:>7.2f}"
           f"{fmt(row['preservation_psnr'], '.1f'):>7}"
           f"{row['drift_opacity']:>8.2g}{others:>9}{row['seconds']:>9.3f}"
           f"{row['num_params']:>8}")

@@ -252,3 +252,18 @@ def test_interlevel_gradient_reaches_only_the_proposal_weights():
   expected = np.zeros((2, 4), np.float32)
   expected[0, 1:3] = -1.0 / (1.0 + 1e-7)
   np.testing.assert_allclose(grad_proposal, expected, rtol=1e-6)
+
+
+def test_light_prior_is_the_mean_squared_distance_of_each_rays_light():
+  rng = np.random.default_rng(0)
+  lights = jnp.asarray(rng.normal(size=(3, 9, 3)), jnp.float32)
+  anchor = jnp.asarray(rng.normal(size=(3, 9, 3)), jnp.float32)
+  ids = jnp.array([0, 2, 2, -1])
+  weight = jnp.array([1.0, 1.0, 0.5, 1.0])
+  got = losses.light_prior({'light': lights}, anchor, ids, weight)
+  gap = np.asarray(((lights - anchor)**2).sum(axis=(1, 2)))
+  # Rays of code -1 (the mean code) count as zero; weights average.
+  want = (gap[0] + gap[2] + 0.5 * gap[2] + 0.0) / 3.5
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  assert float(losses.light_prior({'light': anchor}, anchor, ids,
+                                  weight)) == 0.0

@@ -24,7 +24,7 @@ import nbformat
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO, 'notebooks')
-NOTEBOOKS = ('palette', 'quickstart', 'recolor', 'swap_codes')
+NOTEBOOKS = ('palette', 'quickstart', 'recolor', 'relight', 'swap_codes')
 BUDGET_S = 180  # per notebook, small configuration, on a 2-core CPU.
 KERNEL = 'condnerf-test'
 # Modules a notebook may import: the package, and `os` for the XLA_FLAGS

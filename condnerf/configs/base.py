@@ -72,6 +72,13 @@ def get_config(arg=None):
           # one entry) and move faster under Adam, which helps the parts
           # claim entries of their own (fields.PaletteHead).
           weight_logit_scale=1.0,
+          # Palette head: 'none' (a learned intensity s(x) scales the
+          # albedo) or 'sh' (the light code's spherical-harmonics
+          # irradiance at the density field's normal does: relightable).
+          shading='none',
+          # Shading 'sh': 'density' (the density field's normals) or
+          # 'predicted' (an MLP's, pulled towards them; train.normal_weight).
+          normals='density',
       ),
   ))
 
@@ -83,6 +90,13 @@ def get_config(arg=None):
       # mean object color (`codes.palette_centers`); 'uniform': anywhere in
       # [0.15, 0.85].
       palette_init='data',
+      # Shaded head: where light codes start. 'data': each appearance's
+      # recorded light (material datasets), else a default light from
+      # above; 'default': always that (experiment.initial_lights).
+      light_init='data',
+      # Shaded head: L2 pull of each light code towards its start
+      # (losses.light_prior); keeps the codes in the recorded lights' units.
+      light_prior_weight=0.0,
   ))
 
   config.optim = ml_collections.ConfigDict(dict(
@@ -124,6 +138,9 @@ def get_config(arg=None):
       # the share palette_assignment_from of training on. 0 = off.
       palette_assignment_weight=0.0,
       palette_assignment_from=0.5,
+      # Shaded head with predicted normals: weight of their squared gap to
+      # the density field's normals (Ref-NeRF's predicted-normal loss).
+      normal_weight=0.0,
       log_every=100,
       checkpoint_every=2000,
       keep_checkpoints=3,
@@ -153,11 +170,13 @@ def get_config(arg=None):
       elevation=30.0,
       code=-1,  # row of the code table; -1 = mean code.
       fps=20,
+      light_turns=0.0,  # shaded head: turns of the light about up (0 = none).
+      fixed_camera=False,  # keep the first pose (with light_turns).
   ))
 
   config.edit = ml_collections.ConfigDict(dict(
-      # 'recolor', 'palette', 'benchmark', 'swap', 'interpolate', 'fit',
-      # 'nerfw' or 'codes' (see condnerf/edit/operations.py).
+      # 'recolor', 'palette', 'relight', 'benchmark', 'swap',
+      # 'interpolate', 'fit', 'nerfw' or 'codes' (condnerf/edit/operations.py).
       operation='recolor',
       name='edit',  # outputs go to <workdir>/edit/<name>/.
       split='test',  # views are indices into this split.
@@ -176,6 +195,14 @@ def get_config(arg=None):
       bank_code='',  # swap: render with this named code from the bank.
       num=5,  # interpolate: images in the sweep.
       bank='',  # code bank file; '' = <workdir>/edit/codes.npz.
+      # relight: towards the light 'x,y,z' ('' = keep the direction),
+      # intensity and ambient (-1 = keep the code's), degrees to turn the
+      # light about up, and a frame of the split whose light to copy (-1).
+      light_direction='',
+      light_intensity=-1.0,
+      light_ambient=-1.0,
+      light_rotate=0.0,
+      light_from=-1,
       scribbles=64,  # benchmark: scribbled pixels.
       seed=1,  # benchmark: target appearance and scribble pixels.
   ))

@@ -4,9 +4,12 @@ Data flows one way through the package:
   scribbles   what to change: edit batches from colors, pixel lists, masks
               and brush strokes; one seeded pixel sampler.
   optimize    how: geometry cached once, the data-parallel gradient step and
-              loop, inversion (`fit`), and the closed-form palette solve.
-  methods     the registry of edit methods (code, palette, palette_part and
-              the weight-level baselines), each returning an `EditResult`.
+              loop, inversion (`fit`);
+  linear      or in closed form: color linear in the palette or the light
+              code on cached geometry, and the palette solve.
+  methods     the registry of edit methods (code, palette, palette_part,
+              light and the weight-level baselines), each returning an
+              `EditResult`; `relight` sets a light without pixels.
   scoring     one scorer (target PSNR, preservation, drift, collateral) and
               the NeRF-W half-image protocol.
   operations  the `--mode=edit` drivers.

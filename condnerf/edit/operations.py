@@ -10,6 +10,14 @@ the config before anything is written, and the layout of
                color, closed form) or `palette_part` (one part).
   palette      set palette entries directly (`edit.palette='2=#2f5cff'`) on
                the code `edit.init_code` starts from; before/after PNGs.
+  relight      set the light code of `edit.init_code` (shaded heads):
+               from `edit.light_direction` ('x,y,z' towards the light),
+               turned by `edit.light_rotate` degrees about up, or copied
+               from frame `edit.light_from` of the split; intensity and
+               ambient kept unless `edit.light_intensity` /
+               `edit.light_ambient` are set; before/after PNGs, the code
+               joins the bank. A light fitted from pixels is
+               `recolor` with `edit.method=light`.
   benchmark    the edit benchmark (`evaluators/edit_benchmark.py`).
   swap         swap_NNN.png: every view rendered with one code.
   interpolate  sweep_NNN.png strips and sweep.gif on views[0].
@@ -32,6 +40,7 @@ from condnerf import codes as codes_lib
 from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import inference
+from condnerf import lighting
 from condnerf import workdir as workdir_lib
 from condnerf.edit import methods
 from condnerf.edit import optimize
@@ -39,8 +48,8 @@ from condnerf.edit import scribbles
 from condnerf.edit import scoring
 from condnerf.evaluators import edit_benchmark
 
-OPERATIONS = ('recolor', 'palette', 'benchmark', 'swap', 'interpolate', 'fit',
-              'nerfw', 'codes')
+OPERATIONS = ('recolor', 'palette', 'relight', 'benchmark', 'swap',
+              'interpolate', 'fit', 'nerfw', 'codes')
 
 
 def run(config, workdir):
@@ -77,6 +86,47 @@ def _check(ec):
   scribbles.parse_color(ec.color)
   if ec.operation == 'palette':
     parse_palette(ec.palette)
+  if ec.operation == 'relight':
+    parse_light(ec)
+
+
+def parse_light(ec):
+  """The relight settings of `config.edit`, checked.
+
+  Returns:
+    dict: direction (None or f64[3]), intensity / ambient (None = keep),
+    rotate (degrees), light_from (frame index or None).
+  Raises:
+    scribbles.EditError: nothing to do, a direction of zero length or not
+      3 numbers, or a negative intensity or ambient.
+  """
+  direction = None
+  if ec.light_direction.strip():
+    try:
+      direction = lighting.unit([float(v) for v in
+                                 ec.light_direction.split(',')])
+    except ValueError as e:
+      raise scribbles.EditError(f'edit.light_direction='
+                                f'{ec.light_direction!r}: {e}') from e
+  for key in ('light_intensity', 'light_ambient'):
+    if ec[key] < 0 and ec[key] != -1:
+      raise scribbles.EditError(f'edit.{key}={ec[key]} must be >= 0 (or -1 '
+                                "to keep the code's own).")
+  settings = {
+      'direction': direction,
+      'intensity': None if ec.light_intensity == -1 else ec.light_intensity,
+      'ambient': None if ec.light_ambient == -1 else ec.light_ambient,
+      'rotate': float(ec.light_rotate),
+      'light_from': None if ec.light_from == -1 else int(ec.light_from)}
+  if (direction is None and not settings['rotate'] and
+      settings['light_from'] is None and settings['intensity'] is None and
+      settings['ambient'] is None):
+    raise scribbles.EditError(
+        'edit.operation=relight changes nothing: set edit.light_direction '
+        '(e.g. "1,0,1"), edit.light_rotate (degrees about up), '
+        'edit.light_from (a frame whose light to copy), or '
+        'edit.light_intensity / edit.light_ambient.')
+  return settings
 
 
 def parse_palette(text):
@@ -194,6 +244,41 @@ def _palette(exp, state, ec, frames, bank, out):
           'init_code': int(ec.init_code), 'bank': bank}
 
 
+def _relight(exp, state, ec, frames, bank, out):
+  """Sets the light of a code: from a direction, turned, or another's."""
+  settings = parse_light(ec)
+  methods.check_shaded(exp, 'edit.operation=relight')
+  start = _row(state, ec.init_code, 'edit.init_code')
+  light = None
+  if settings['light_from'] is not None:
+    index = settings['light_from']
+    if not 0 <= index < len(frames):
+      raise scribbles.EditError(
+          f'edit.light_from={index} is not a frame of the {ec.split!r} '
+          f'split, which has frames 0..{len(frames) - 1}.')
+    code_id = int(frames.appearance_ids[index])  # -1: the mean code.
+    table = jax.device_get(state.codes)
+    light = (codes_lib.mean_code(table) if code_id < 0 else
+             codes_lib.row(table, code_id))['light']
+  result = methods.relight(exp, state, start, light=light,
+                           direction=settings['direction'],
+                           intensity=settings['intensity'],
+                           ambient=settings['ambient'],
+                           rotate=settings['rotate'])
+  if out:
+    _before_after(exp, frames, methods.unedited(state, start), result, out)
+    codes_lib.save_bank(bank, {ec.name: result.code})
+  found = lighting.estimate(result.code['light'])
+  return {'operation': 'relight', 'init_code': int(ec.init_code),
+          'direction': (None if settings['direction'] is None else
+                        settings['direction'].tolist()),
+          'intensity': settings['intensity'], 'ambient': settings['ambient'],
+          'rotate': settings['rotate'], 'light_from': settings['light_from'],
+          'light': np.asarray(result.code['light']).tolist(),
+          'estimated': {k: np.round(v, 4).tolist() for k, v in found.items()},
+          'bank': bank}
+
+
 def _benchmark(exp, state, ec, frames, bank, out):
   del frames, bank
   evaluator = edit_benchmark.Evaluator(
@@ -294,7 +379,7 @@ def _codes(exp, state, ec, frames, bank, out):
           'bank': bank if os.path.exists(bank) else None}
 
 
-_OPERATIONS = {'recolor': _recolor, 'palette': _palette,
+_OPERATIONS = {'recolor': _recolor, 'palette': _palette, 'relight': _relight,
                'benchmark': _benchmark, 'swap': _swap,
                'interpolate': _interpolate, 'fit': _fit, 'nerfw': _nerfw,
                'codes': _codes}

@@ -1,4 +1,4 @@
-"""Edit optimization on cached geometry: gradient steps and closed forms.
+"""Edit optimization on cached geometry: gradient steps.
 
 The second stage of `condnerf.edit`. Owns
   `cache_geometry`     pads and places an edit batch and computes its
@@ -7,12 +7,8 @@ The second stage of `condnerf.edit`. Owns
   `make_step`          one data-parallel optimizer step of any edit loss;
   `run_optimizer`      compiles and runs it, timed (`EditInfo`);
   `optimize_codes`     fits a code table (all entries, or some) to a batch;
-  `recolor`, `fit`     one code from scribbles; NeRF-W style inversion;
-  `palette_system`     per-ray linear model of color in the palette,
-                       color = A @ P + b, on cached geometry;
-  `solve_palette`      the regularized least-squares palette (closed form)
-                       and `select_entries`, the entries a part scribble
-                       touches.
+  `recolor`, `fit`     one code from scribbles; NeRF-W style inversion.
+The closed forms (palette and light solves) are `edit.linear`'s.
 Symbols: `num_rays` edited rays, `num_codes` rows of the optimized table,
 `K` palette entries.
 """
@@ -40,7 +36,8 @@ def make_geometry_step(model, mesh):
 
   def per_device(params, rays):
     level = model.apply({'params': params}, rays, method='geometry')[-1]
-    return {k: level[k] for k in ('tdist', 'weights', 'feature', 'points')}
+    return {k: level[k] for k in ('tdist', 'weights', 'feature', 'points',
+                                  'normals') if k in level}
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(parallel.AXIS)),
@@ -317,127 +314,3 @@ def to_host(tree):
   if jax.process_count() == 1:
     return jax.device_get(tree)
   return multihost_utils.process_allgather(tree, tiled=True)
-
-
-def make_palette_step(model, mesh):
-  """Jitted per-ray linear model of color in the palette (see below)."""
-  background = jnp.asarray(model.background, jnp.float32)
-
-  def per_device(params, code, batch, level):
-    num_rays = batch.rays.directions.shape[0]
-    ray_codes = codes_lib.broadcast(code, num_rays)
-    terms = model.apply({'params': params}, level, batch.rays.directions,
-                        ray_codes, method='palette_terms')
-    weights = level['weights']
-    design = jnp.einsum('rs,rs,rsk->rk', weights, terms['intensity'],
-                        terms['weights'])
-    acc = jnp.sum(weights, axis=-1, keepdims=True)
-    offset = (jnp.einsum('rs,rsc->rc', weights, terms['residual']) +
-              (1.0 - acc) * background)
-    return design, offset
-
-  return jax.jit(jax.shard_map(
-      per_device, mesh=mesh,
-      in_specs=(P(), P(), P(parallel.AXIS), P(parallel.AXIS)),
-      out_specs=P(parallel.AXIS)))
-
-
-def palette_system(experiment, params, code, placed, level):
-  """Rendered color as a linear function of the palette, ray by ray.
-
-  With geometry and the latent code fixed, a palette head renders
-  `color_r = A_r @ P + b_r`: `A_r[k]` sums each sample's compositing
-  weight x intensity x palette weight of entry k, and `b_r` the weighted
-  residual plus the background behind the ray.
-
-  Args:
-    experiment: `experiment_lib.Experiment` with a palette head.
-    params: field parameters.
-    code: the code being edited (its latent entry feeds the residual).
-    placed: `EditBatch` from `cache_geometry`.
-    level: its cached geometry.
-  Returns:
-    (A f64[num_rays, K], b f64[num_rays, 3], weight f64[num_rays]) on the
-    host; padding rays have weight 0.
-  """
-  mesh = experiment.mesh
-  step = experiment.cached_step(
-      'palette_system', lambda: make_palette_step(experiment.model, mesh))
-  design, offset = step(parallel.replicate(params, mesh),
-                        parallel.replicate(code, mesh), placed, level)
-  design, offset, weight = to_host((design, offset, placed.weight))
-  return (np.asarray(design, np.float64), np.asarray(offset, np.float64),
-          np.asarray(weight, np.float64))
-
-
-def solve_palette(design, offset, target, weight, palette, free, ridge=1e-6):
-  """The least-squares palette: free entries fitted, the others kept.
-
-  Minimizes `sum_r weight_r |A_r P + b_r - t_r|^2 + lam |P_F - P0_F|^2`
-  over the free rows `F` of P, with `lam = ridge * mean(diag(A_F^T W A_F))`
-  (a scale-free pull towards the current palette, so an entry no ray sees
-  stays where it was). Three right-hand sides, one K x K solve.
-
-  Args:
-    design: f64[num_rays, K] (A).
-    offset: f64[num_rays, 3] (b).
-    target: f32[num_rays, 3] target colors (t).
-    weight: f64[num_rays] row weights (0 = padding).
-    palette: f32[K, 3], the current palette P0.
-    free: bool[K], the entries to solve for.
-    ridge: relative strength of the pull towards P0.
-  Returns:
-    f32[K, 3], the new palette.
-  """
-  palette = np.asarray(palette, np.float64)
-  free = np.asarray(free, bool)
-  root = np.sqrt(np.asarray(weight, np.float64))[:, None]
-  a = design * root
-  rhs = (np.asarray(target, np.float64) - offset -
-         design[:, ~free] @ palette[~free]) * root
-  a_free = a[:, free]
-  gram = a_free.T @ a_free
-  lam = ridge * max(float(np.mean(np.diag(gram))) if free.any() else 0.0,
-                    1e-12)
-  solved = np.linalg.solve(gram + lam * np.eye(int(free.sum())),
-                           a_free.T @ rhs + lam * palette[free])
-  out = palette.copy()
-  out[free] = solved
-  return out.astype(np.float32)
-
-
-def select_entries(design, weight, threshold=0.2, coverage=0.8):
-  """The palette entries a part scribble selects.
-
-  Each entry's share of the scribbled rays' palette mass, `sum_r w_r A_rk`
-  over `sum_r w_r sum_k A_rk`; an entry is selected when its share is at
-  least `threshold`, and the selection must hold `coverage` of the mass.
-
-  Args:
-    design: f64[num_rays, K] (A) of the scribbled rays.
-    weight: f64[num_rays] (0 = padding).
-    threshold: smallest share of a selected entry.
-    coverage: smallest share of all selected entries together.
-  Returns:
-    (bool[K] selection, f64[K] shares).
-  Raises:
-    scribbles.EditError: no clear selection (the message lists the shares).
-  """
-  mass = np.asarray(weight, np.float64) @ np.asarray(design, np.float64)
-  total = float(mass.sum())
-  if total <= 0:
-    raise scribbles.EditError('The scribbled pixels show no surface (no '
-                              'palette weight); scribble on the object.')
-  share = mass / total
-  selected = share >= threshold
-  if share[selected].sum() < coverage:
-    listed = ', '.join(f'entry {k}: {100 * v:.0f}%' for k, v in
-                       sorted(enumerate(share), key=lambda kv: -kv[1])
-                       if v >= 0.01)
-    raise scribbles.EditError(
-        'The part scribble selects no palette entry clearly (the entries '
-        f'with at least {100 * threshold:.0f}% of its weight hold '
-        f'{100 * share[selected].sum():.0f}%, below {100 * coverage:.0f}%): '
-        f'{listed}. Scribble inside one part, or recolor the whole object '
-        "(method 'palette').")
-  return selected, share

@@ -169,6 +169,8 @@ def num_params(result):
     return 3 * len(result.details.get('entries', ()))
   if result.method == 'palette':
     return int(np.size(result.code['palette']))
+  if result.method in ('light', 'light_set'):
+    return int(np.size(result.code['light']))
   if result.method == 'code':
     return int(sum(np.size(x) for x in jax.tree.leaves(result.code)))
   moved = [np.size(p) for p, name in _leaves_with_heads(result.params)

@@ -18,7 +18,14 @@ Families (NAME):
                    view showing most of it), keep pixels on the rest of the
                    object; `preservation_psnr` (edited vs unedited render on
                    the object outside the seat) and `part_psnr` (inside the
-                   seat, against ground truth) are added.
+                   seat, against ground truth) are added;
+  relight_direction  training appearance 0 under a held-out light
+                   (`RELIGHT_TURN_DEG` about up, outside the training cone,
+                   same intensity and ambient), its light code set from the
+                   direction alone (`methods.relight`, method 'light_set');
+  relight_fit      the same target, the light fitted from the scribbles
+                   (method 'light'), against the code and weight baselines.
+                   Both need a shaded head (`model.head.shading='sh'`).
 Ground truth comes from the scene's source: a material dataset
 (`data.materials`, all three families: any view re-renders exactly under
 any part colors) or an appearance-variants dataset (`data.variants`,
@@ -44,6 +51,7 @@ import tqdm
 
 from condnerf import codes as codes_lib
 from condnerf import images
+from condnerf import lighting
 from condnerf import metrics
 from condnerf import workdir as workdir_lib
 from condnerf.data import materials
@@ -55,7 +63,13 @@ from condnerf.edit import scribbles
 
 BLUE = (0.1, 0.25, 0.9)  # the out-of-distribution target color.
 PART = 'seat'  # the part of the part-recolor family.
-FAMILIES = ('in_distribution', 'ood_recolor', 'part_recolor')
+FAMILIES = ('in_distribution', 'ood_recolor', 'part_recolor',
+            'relight_direction', 'relight_fit')
+RELIGHT_FAMILIES = ('relight_direction', 'relight_fit')
+# The held-out light of the relight families: the scene's default light
+# turned this far about the up axis (from front-left to back-right, 63
+# degrees from the default direction: outside any training cone below that).
+RELIGHT_TURN_DEG = 120.0
 
 
 class _Truth:
@@ -68,6 +82,8 @@ class _Truth:
     if 'materials' in meta:
       self.kind, self.source = 'materials', meta['source']
       self.table = materials.read_materials(self.source)
+      self.light_cone_deg = float(meta.get('material_distributions', {}).get(
+          'light_cone_deg', 0.0))
     elif meta.get('variants_source'):
       self.kind, self.source = 'variants', meta['variants_source']
       self.table = [np.asarray(a, np.float32) for a in meta['appearances']]
@@ -92,6 +108,25 @@ class _Truth:
     return variants.ground_truth_images(self.source, 'test', look,
                                         self.background,
                                         max_frames=self.num_views)
+
+  def relit(self, index):
+    """Training look `index` under the held-out light (`RELIGHT_TURN_DEG`).
+
+    Its intensity and ambient stay; the direction must lie outside the
+    training cone (EditError otherwise).
+    """
+    look = self.table[index]
+    turn = lighting.rotation_matrix((0.0, 0.0, 1.0), RELIGHT_TURN_DEG)
+    direction = turn @ np.asarray(procedural.LIGHT_DIRECTION)
+    cone = self.light_cone_deg
+    if materials.in_light_cone(direction, cone):
+      raise scribbles.EditError(
+          f'The held-out light ({RELIGHT_TURN_DEG:g} degrees about up) lies '
+          f'inside this dataset\'s training cone of {cone:g} degrees.')
+    light = procedural.Light(direction=tuple(direction.tolist()),
+                             intensity=look.light.intensity,
+                             ambient=look.light.ambient)
+    return materials.Material(part_colors=look.part_colors, light=light)
 
   def unseen(self, num, seed):
     """`num` looks from the training distribution no frame used."""
@@ -177,6 +212,9 @@ def family_setup(experiment, state, name, view=0, num_scribbles=64, seed=1):
   elif name == 'ood_recolor':
     look = truth.recolored(0, procedural.PARTS)
     region = alpha[view] > 0.99
+  elif name in RELIGHT_FAMILIES:
+    look = truth.relit(0)
+    region = alpha[view] > 0.99
   else:
     look = truth.recolored(0, [PART])
     cover = truth.part_coverage(PART)
@@ -231,7 +269,12 @@ class Evaluator:
     self.steps, self.fit_steps, self.fit_pixels = steps, fit_steps, fit_pixels
     self.num_collateral, self.num_unseen = num_collateral, num_unseen
     self.num_swap = num_swap
-    self.families = tuple(families or self.truth.families)
+    shaded = experiment.model.needs_normals()
+    self.families = tuple(families or [
+        f for f in self.truth.families
+        if shaded or f not in RELIGHT_FAMILIES])
+    if not shaded and set(self.families) & set(RELIGHT_FAMILIES):
+      methods_lib.check_shaded(experiment, 'The relight families')
     unknown = sorted(set(self.families) - set(self.truth.families))
     if unknown:
       raise scribbles.EditError(
@@ -298,14 +341,21 @@ class Evaluator:
               'num_keep': (0 if setup.keep is None
                            else int(len(setup.keep.target))),
               'methods': {}}
-    names = [m for m in self.methods
-             if m != 'palette_part' or setup.name == 'part_recolor']
+    names = _family_methods(setup.name, self.methods)
+    if setup.name == 'relight_direction':
+      family['num_scribbles'] = 0  # the direction alone, no pixels.
     for method in tqdm.tqdm(names, desc=f'edit {setup.name}',
                             disable=jax.process_index() != 0):
       try:
-        result = methods_lib.run_edit(exp, state, setup.batch, method,
-                                      steps=self.steps,
-                                      init_code=setup.start, keep=setup.keep)
+        if method == 'light_set':
+          result = methods_lib.relight(
+              exp, state, setup.start,
+              direction=setup.look.light.direction)
+        else:
+          result = methods_lib.run_edit(exp, state, setup.batch, method,
+                                        steps=self.steps,
+                                        init_code=setup.start,
+                                        keep=setup.keep)
       except scribbles.EditError as e:  # a part no entry clearly holds.
         family.setdefault('refused', {})[method] = str(e)
         continue
@@ -316,7 +366,8 @@ class Evaluator:
         row['part_psnr'] = _masked_psnr(after, setup.truth, setup.inside)
       row['details'] = result.details
       family['methods'][method] = row
-      if out_dir and method in ('palette', 'palette_part', 'code'):
+      if out_dir and method in ('palette', 'palette_part', 'code', 'light',
+                                'light_set'):
         self._save_strips(out_dir, setup.name, method, before, after,
                           setup.truth)
     return family
@@ -349,6 +400,23 @@ class Evaluator:
           steps=self.fit_steps, max_pixels=self.fit_pixels)
       scores += per_view
     return float(np.mean(scores)) if scores else None
+
+
+def _family_methods(family, methods):
+  """The methods a family runs, in the order of `methods`.
+
+  relight_direction has no pixels: its only method sets the light from the
+  direction (`light_set`). relight_fit runs the light fit, the code and
+  every weight-level baseline; the light fit runs nowhere else, and the
+  part fit only on part_recolor.
+  """
+  if family == 'relight_direction':
+    return ['light_set']
+  skip = set(methods_lib.PALETTE_METHODS if family == 'relight_fit' else
+             methods_lib.LIGHT_METHODS)
+  if family != 'part_recolor':
+    skip.add('palette_part')
+  return [m for m in methods if m not in skip]
 
 
 def _psnr(img, ref, mask=None):

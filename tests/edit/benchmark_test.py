@@ -12,6 +12,7 @@ from condnerf import experiment as experiment_lib
 from condnerf import parallel
 from condnerf.configs import demo
 from condnerf.data import materials
+from condnerf.data import procedural
 from condnerf.data import sampler as sampler_lib
 from condnerf.edit import methods
 from condnerf.edit import scoring
@@ -49,7 +50,8 @@ class BenchmarkTest(absltest.TestCase):
   def test_families_and_schema(self):
     report = edit_benchmark.Evaluator(
         self.exp, num_scribbles=16, steps=3, num_unseen=1, fit_steps=3,
-        methods=('code', 'palette', 'palette_part', 'color_head')).run(
+        methods=('code', 'palette', 'palette_part', 'light',
+                 'color_head')).run(
             self.state, os.path.join(self.tmp.name, 'report'))
     self.assertEqual(list(report['families']), list(edit_benchmark.FAMILIES))
     keys = {'psnr', 'ssim', 'preservation_psnr', 'drift_opacity',
@@ -58,6 +60,11 @@ class BenchmarkTest(absltest.TestCase):
     for name, family in report['families'].items():
       expected = {'code', 'palette', 'color_head'} | (
           {'palette_part'} if name == 'part_recolor' else set())
+      if name == 'relight_direction':  # the direction alone, no pixels.
+        expected = {'light_set'}
+        self.assertEqual(family['num_scribbles'], 0)
+      elif name == 'relight_fit':
+        expected = {'code', 'light', 'color_head'}
       # A tiny model's palette may not separate the seat: part edits that
       # select no entry clearly are refused, and then not reported.
       self.assertLessEqual(set(family['methods']), expected)
@@ -71,8 +78,15 @@ class BenchmarkTest(absltest.TestCase):
           self.assertTrue(row['collateral_identical'])
         else:
           self.assertFalse(row['collateral_identical'])
-      self.assertEqual(family['methods']['palette']['num_params'], 6 * 3)
-      self.assertEqual(family['methods']['palette']['steps'], 0)
+      for method, size in (('palette', 6 * 3), ('light', 9 * 3),
+                           ('light_set', 9 * 3)):
+        if method in family['methods']:
+          self.assertEqual(family['methods'][method]['num_params'], size)
+          self.assertEqual(family['methods'][method]['steps'], 0)
+    relit = report['families']['relight_fit']['target']['light']
+    # The held-out light: the default one turned 120 degrees about up.
+    self.assertGreater(np.degrees(np.arccos(np.dot(
+        relit['direction'], procedural.LIGHT_DIRECTION))), 60.0)
     part = report['families']['part_recolor']
     self.assertIsNotNone(part['methods']['code']['preservation_psnr'])
     self.assertIn('part_psnr', part['methods']['code'])
@@ -114,8 +128,15 @@ class BenchmarkTest(absltest.TestCase):
     seat = setup.inside[setup.view]
     self.assertGreater(seat.sum(), 0)
     self.assertFalse(np.any(setup.outside[setup.view] & seat))
+    # The relight target keeps look 0's colors and changes only the light.
+    relit = edit_benchmark.family_setup(self.exp, self.state, 'relight_fit',
+                                        num_scribbles=8)
+    look = materials.read_materials(self.exp.scene.metadata['source'])[0]
+    np.testing.assert_array_equal(relit.look.part_colors, look.part_colors)
+    self.assertEqual(relit.look.light.intensity, look.light.intensity)
+    self.assertNotEqual(relit.look.light.direction, look.light.direction)
     with self.assertRaisesRegex(scribbles.EditError, 'needs ground truth'):
-      edit_benchmark.family_setup(self.exp, self.state, 'relight_direction')
+      edit_benchmark.family_setup(self.exp, self.state, 'relight_spot')
 
 
 if __name__ == '__main__':

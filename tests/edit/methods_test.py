@@ -21,10 +21,11 @@ from condnerf.edit import scribbles
 from tests import scenes
 
 
-def trained_tiny(devices=None, steps=300, head='mlp'):
+def trained_tiny(devices=None, steps=300, head='mlp', shading='none'):
   """A small hash-grid model trained briefly on the tinted chair."""
   config = base.get_config('fast,runlocal')
   config.model.head.kind = head
+  config.model.head.shading = shading
   config.train.batch_size = 256
   config.codes.dim = 8
   config.optim.warmup_steps = 0

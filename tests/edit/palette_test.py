@@ -8,6 +8,7 @@ import numpy as np
 from condnerf import codes as codes_lib
 from condnerf import fields
 from condnerf import inference
+from condnerf.edit import linear
 from condnerf.edit import methods
 from condnerf.edit import operations
 from condnerf.edit import optimize
@@ -54,41 +55,45 @@ class SolveTest(absltest.TestCase):
 
   def test_equals_weighted_lstsq(self):
     rng = np.random.default_rng(0)
-    design = rng.uniform(0, 1, (40, 5))
+    # Channel by channel (a shaded head lights each channel on its own).
+    design = rng.uniform(0, 1, (40, 5, 3))
     offset = rng.normal(0, 0.1, (40, 3))
     target = rng.uniform(0, 1, (40, 3))
     weight = rng.uniform(0.5, 2.0, 40)
     weight[-3:] = 0.0  # padding rows.
     palette0 = rng.uniform(0, 1, (5, 3))
-    got = optimize.solve_palette(design, offset, target, weight, palette0,
+    got = linear.solve_palette(design, offset, target, weight, palette0,
                                  np.ones(5, bool), ridge=0.0)
     root = np.sqrt(weight)[:, None]
-    want = np.linalg.lstsq(design * root, (target - offset) * root,
-                           rcond=None)[0]
+    want = np.stack([np.linalg.lstsq(
+        design[..., c] * root, (target[:, c] - offset[:, c]) * root[:, 0],
+        rcond=None)[0] for c in range(3)], -1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     # Only entries 1 and 3 free: the others stay exactly.
     free = np.array([False, True, False, True, False])
-    got = optimize.solve_palette(design, offset, target, weight, palette0,
+    got = linear.solve_palette(design, offset, target, weight, palette0,
                                  free, ridge=0.0)
     np.testing.assert_array_equal(got[~free], palette0[~free].astype(
         np.float32))
-    rest = offset + design[:, ~free] @ palette0[~free]
-    want = np.linalg.lstsq(design[:, free] * root, (target - rest) * root,
-                           rcond=None)[0]
+    rest = offset + np.einsum('rkc,kc->rc', design[:, ~free],
+                              palette0[~free])
+    want = np.stack([np.linalg.lstsq(
+        design[:, free, c] * root, (target[:, c] - rest[:, c]) * root[:, 0],
+        rcond=None)[0] for c in range(3)], -1)
     np.testing.assert_allclose(got[free], want, rtol=1e-4, atol=1e-5)
 
   def test_selection(self):
-    design = np.zeros((10, 4))
+    design = np.zeros((10, 4, 3))
     design[:, 2] = 0.9
     design[:, 0] = 0.05
-    selected, share = optimize.select_entries(design, np.ones(10))
+    selected, share = linear.select_entries(design, np.ones(10))
     np.testing.assert_array_equal(selected, [False, False, True, False])
     self.assertAlmostEqual(share[2], 0.9 / 0.95)
     design[:, :] = 0.25  # spread over every entry: no clear part.
     with self.assertRaisesRegex(scribbles.EditError,
                                 r'selects no palette entry clearly.*entry '
                                 r'0: 25%'):
-      optimize.select_entries(design, np.ones(10), threshold=0.3)
+      linear.select_entries(design, np.ones(10), threshold=0.3)
 
 
 class ParseTest(absltest.TestCase):
@@ -150,9 +155,10 @@ class PaletteEditTest(absltest.TestCase):
     code = codes_lib.mean_code(jax.device_get(state.codes))
     batch = self._scribble(count=400)
     placed, level = optimize.cache_geometry(exp, state.params, batch)
-    design, _, weight = optimize.palette_system(exp, state.params, code,
+    design, _, weight = linear.palette_system(exp, state.params, code,
                                                 placed, level)
     # A scribble on the rays that lean most on one entry selects it.
+    design = design.mean(-1)  # an unshaded head: the same in every channel.
     entry = int(np.argmax(weight @ design))
     rows = np.argsort(-design[:len(batch.target), entry])[:16]
     part = batch.replace(rays=jax.tree.map(lambda x: x[rows], batch.rays),
@@ -176,10 +182,10 @@ class PaletteEditTest(absltest.TestCase):
         (flat.shape[0], 3), np.float32), weight=np.ones(flat.shape[0],
                                                          np.float32))
     placed, level = optimize.cache_geometry(exp, state.params, full)
-    design, _, _ = optimize.palette_system(exp, state.params, code, placed,
+    design, _, _ = linear.palette_system(exp, state.params, code, placed,
                                            level)
     moved = np.abs(result.code['palette'] - np.asarray(code['palette'])).max()
-    bound = design[:flat.shape[0]][:, edited].sum(-1) * moved + 1e-5
+    bound = design[:flat.shape[0]][:, edited].max(-1).sum(-1) * moved + 1e-5
     change = np.abs(after - before).reshape(-1, 3).max(-1)
     self.assertTrue(np.all(change <= bound), float(np.max(change - bound)))
     # And it is tight: a pixel moves by its weight times the palette's move,

@@ -80,9 +80,11 @@ class BenchTest(absltest.TestCase):
     self.assertGreater(result['configs']['nerf']['model_flops_per_ray'],
                        result['configs']['fast']['model_flops_per_ray'])
 
-    # The fast config has a latent-code head: every non-palette method.
+    # The fast config has a latent-code head: every method but the palette
+    # and light ones.
     self.assertEqual(set(result['edit_seconds']),
-                     set(methods.METHODS) - set(methods.PALETTE_METHODS))
+                     set(methods.METHODS) - set(methods.PALETTE_METHODS) -
+                     set(methods.LIGHT_METHODS))
     for method, row in result['edit_seconds'].items():
       self.assertPositive(row['seconds'], f'{method}.seconds')
       self.assertPositive(row['compile_seconds'], f'{method}.compile')

@@ -44,6 +44,47 @@ class EditCliTest(absltest.TestCase):
     cls.tmp.cleanup()
     super().tearDownClass()
 
+  def test_relight_and_an_orbit_under_a_turning_light(self):
+    # The demo config shades its palette head with light codes.
+    cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=lit',
+                      '--config.edit.operation=relight', '--config.edit.init_code=1',
+                      '--config.edit.light_direction=1,0,1')
+    out = os.path.join(self.workdir, 'edit', 'lit')
+    with open(os.path.join(out, 'report.json')) as f:
+      report = json.load(f)
+    self.assertEqual(np.shape(report['light']), (9, 3))
+    np.testing.assert_allclose(report['estimated']['direction'],
+                               np.array([1, 0, 1]) / np.sqrt(2), atol=0.01)
+    banked = codes.load_bank(os.path.join(self.workdir, 'edit', 'codes.npz'))
+    np.testing.assert_allclose(banked['lit']['light'], report['light'],
+                               rtol=1e-6)
+    for name in ('before_000.png', 'after_001.png'):
+      self.assertTrue(os.path.exists(os.path.join(out, name)), name)
+    for flag, message in (
+        ('--config.edit.light_from=5',
+         "edit.light_from=5 is not a frame of the 'test' split"),
+        ('--config.edit.light_direction=0,0,0', 'non-zero length')):
+      proc = cli_test.run_main(*self.config, '--mode=edit',
+                               '--config.edit.name=bad',
+                               '--config.edit.operation=relight', flag,
+                               expect_ok=False)
+      self.assertEqual(proc.returncode, 2)
+      cli_test.assert_one_line_error(self, proc.stderr, message)
+    self.assertFalse(os.path.exists(os.path.join(self.workdir, 'edit',
+                                                 'bad')))
+    # The camera stays, the light turns: every frame differs.
+    cli_test.run_main(*self.config, '--mode=render',
+                      '--config.render.light_turns=1',
+                      '--config.render.fixed_camera=True',
+                      '--config.render.num_frames=3')
+    frames = [images.load_png(os.path.join(self.workdir, 'render',
+                                           f'frame_{i:03d}.png'))
+              for i in range(3)]
+    self.assertGreater(np.abs(frames[0] - frames[1]).max(), 0.01)
+    self.assertGreater(np.abs(frames[1] - frames[2]).max(), 0.01)
+    self.assertTrue(os.path.exists(os.path.join(self.workdir, 'render',
+                                                'path.gif')))
+
   def test_recolor_writes_outputs_and_bank_without_touching_checkpoint(self):
     ckpt = os.path.join(self.workdir, 'checkpoints')
     before = sorted(os.listdir(ckpt))

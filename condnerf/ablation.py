@@ -14,7 +14,6 @@ is skipped), sharding trials over processes, and the summary outputs
 `results.png` (bar chart). Training and evaluation are `train_lib`'s.
 """
 
-import copy
 import csv
 import dataclasses
 import importlib.util
@@ -29,6 +28,7 @@ import numpy as np
 from condnerf import errors
 from condnerf import runs
 from condnerf import workdir as workdir_lib
+from condnerf.configs import common
 
 METRICS = ('psnr', 'ssim')
 _SWEEP_FILE = 'sweep.json'
@@ -89,28 +89,13 @@ def apply_diff(base, diff, where):
     SweepError: a key that the config does not have, or a value of the wrong
       type; the message names the key and the entry.
   """
-  config = copy.deepcopy(base)
-  config.lock()
-  for key, value in diff.items():
-    *path, leaf = key.split('.')
-    node = config
-    for depth, part in enumerate(path + [leaf]):
-      valid = sorted(node.keys()) if hasattr(node, 'keys') else []
-      if part not in valid:
-        prefix = '.'.join(path[:depth]) or 'the config'
-        raise SweepError(
-            f'{where}: unknown config key {key!r} ({part!r} is not in '
-            f'{prefix}; it has {valid}). Fix the diff in the sweep file.')
-      if depth < len(path):
-        node = node[part]
-    try:
-      if isinstance(node, ml_collections.ConfigDict):
-        setattr(node, leaf, value)
-      else:  # a plain dict field, e.g. data.procedural.
-        node[leaf] = value
-    except (TypeError, ValueError, AttributeError) as e:
-      raise SweepError(f'{where}: cannot set {key!r} = {value!r}: {e}') from e
-  return config
+  try:
+    return common.with_overrides(base, diff)
+  except KeyError as e:
+    raise SweepError(f'{where}: {e.args[0]}. Fix the diff in the sweep '
+                     'file.') from e
+  except ValueError as e:
+    raise SweepError(f'{where}: {e}') from e
 
 
 def load_sweep(spec):

@@ -23,6 +23,7 @@ from condnerf import metrics as metrics_lib
 from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
+from condnerf.configs import common
 from condnerf.data import sampler as sampler_lib
 from experiments.configs import lego
 
@@ -81,19 +82,6 @@ def parse_overrides(items):
   return out
 
 
-def set_field(config, dotted, value):
-  """Sets an existing (possibly nested) config field; unknown keys fail."""
-  *parents, leaf = dotted.split('.')
-  node = config
-  for part in parents:
-    if part not in node:
-      raise app.UsageError(f'Unknown config field {dotted!r}.')
-    node = node[part]
-  if leaf not in node:
-    raise app.UsageError(f'Unknown config field {dotted!r}.')
-  node[leaf] = value
-
-
 def make_config(name, data_path, appearance, batch_size, overrides):
   """lego.py[:fast] with the benchmark's fields changed.
 
@@ -107,8 +95,10 @@ def make_config(name, data_path, appearance, batch_size, overrides):
   if batch_size:
     applied['train.batch_size'] = batch_size
   applied.update(overrides)
-  for key, value in applied.items():
-    set_field(config, key, value)
+  try:
+    config = common.with_overrides(config, applied)
+  except (KeyError, ValueError) as e:
+    raise app.UsageError(f'--override: {e.args[0]}.') from e
   return config, applied
 
 

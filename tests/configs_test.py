@@ -12,6 +12,7 @@ from condnerf import errors
 from condnerf import experiment as experiment_lib
 from condnerf import runs
 from condnerf.configs import base
+from condnerf.configs import common
 from condnerf.configs import demo
 from tests import scenes
 
@@ -104,3 +105,28 @@ class ConfigsTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class OverridesTest(absltest.TestCase):
+
+  def test_sets_nested_keys_on_a_locked_copy(self):
+    config = base.get_config('fast')
+    changed = common.with_overrides(
+        config, {'model.head.conditioning': 'film', 'codes.dim': 4,
+                 'model.field.width': 32})
+    self.assertEqual(changed.model.head.conditioning, 'film')
+    self.assertEqual(changed.codes.dim, 4)
+    self.assertEqual(changed.model.field['width'], 32)  # a plain dict.
+    self.assertEqual(config.codes.dim, 32)  # the original is untouched.
+    with self.assertRaises(AttributeError):  # locked: no new fields.
+      changed.codes.new_key = 1
+
+  def test_unknown_keys_and_wrong_types_are_named(self):
+    config = base.get_config()
+    with self.assertRaisesRegex(KeyError, r"'model\.head\.conditionnig'.*"
+                                r"'conditionnig' is not in model\.head"):
+      common.with_overrides(config, {'model.head.conditionnig': 'film'})
+    with self.assertRaisesRegex(KeyError, r"'trian' is not in the config"):
+      common.with_overrides(config, {'trian.steps': 3})
+    with self.assertRaisesRegex(ValueError, r"cannot set 'codes\.dim'"):
+      common.with_overrides(config, {'codes.dim': 'wide'})

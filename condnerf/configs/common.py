@@ -1,9 +1,14 @@
-"""Config helpers shared by every config file: argument parsing.
+"""Config helpers shared by every config file: arguments and overrides.
 
 `parse_arg('variant=fast,runlocal')` turns the text after `:` in
 `--config=FILE:ARGS` into a ConfigDict, the way big_vision's configs read
 their variants. A bare word is a boolean flag set to True.
+`with_overrides(config, {'section.key': value})` is the one place dotted
+keys are set outside the command line (ablation sweeps, the benchmark):
+a copy, locked, where a key the config lacks is an error naming it.
 """
+
+import copy
 
 import ml_collections
 
@@ -53,3 +58,40 @@ def _convert(value, default, key):
   except ValueError as e:
     raise ValueError(f'Config argument {key}={value!r} is not a '
                      f'{type(default).__name__}.') from e
+
+
+def with_overrides(config, overrides):
+  """A locked copy of `config` with dotted keys set.
+
+  Args:
+    config: ConfigDict.
+    overrides: {'section.key': value}; nested plain dicts (e.g.
+      `data.procedural`) are reached the same way.
+  Returns:
+    ConfigDict.
+  Raises:
+    KeyError: a key the config does not have; the message names the key,
+      where the path broke off and the keys there are.
+    ValueError: a value of the wrong type (ml_collections' message).
+  """
+  config = copy.deepcopy(config)
+  config.lock()
+  for key, value in overrides.items():
+    *path, leaf = key.split('.')
+    node = config
+    for depth, part in enumerate(path + [leaf]):
+      valid = sorted(node.keys()) if hasattr(node, 'keys') else []
+      if part not in valid:
+        prefix = '.'.join(path[:depth]) or 'the config'
+        raise KeyError(f'unknown config key {key!r} ({part!r} is not in '
+                       f'{prefix}; it has {valid})')
+      if depth < len(path):
+        node = node[part]
+    try:
+      if isinstance(node, ml_collections.ConfigDict):
+        setattr(node, leaf, value)
+      else:  # a plain dict field, e.g. data.procedural.
+        node[leaf] = value
+    except (TypeError, ValueError, AttributeError) as e:
+      raise ValueError(f'cannot set {key!r} = {value!r}: {e}') from e
+  return config

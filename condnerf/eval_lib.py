@@ -91,14 +91,14 @@ def render_path(config, workdir):
                      rc.code)
   if rc.fixed_camera:
     paths = [paths[0]] * len(paths)
+  table = jax.device_get(state.codes)
+  code = (codes_lib.mean_code(table) if rc.code == -1 else
+          codes_lib.row(table, rc.code))
   for i, rays in enumerate(tqdm.tqdm(paths, desc='render',
                                      disable=not is_main)):
     if rc.light_turns:
       # The code's light turned about up, a full turn every
       # num_frames / light_turns frames.
-      table = jax.device_get(state.codes)
-      code = (codes_lib.mean_code(table) if rc.code == -1 else
-              codes_lib.row(table, rc.code))
       turned = methods.relight(exp, state, code,
                                rotate=360.0 * rc.light_turns * i /
                                rc.num_frames)

@@ -139,6 +139,22 @@ def to_hex(color):
   return '#' + ''.join(f'{int(v):02x}' for v in values)
 
 
+def _widgets(what, example):
+  """The ipywidgets module inside a notebook front end; else None, after
+  printing that `what` needs one and the callback call to use instead."""
+  try:
+    # pylint: disable-next=g-import-not-at-top
+    from IPython import get_ipython
+    import ipywidgets  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    get_ipython = None
+  if get_ipython is None or get_ipython() is None:
+    print(f'{what} need a notebook with ipywidgets; call the callback '
+          f'directly instead, e.g. {example}.')
+    return None
+  return ipywidgets
+
+
 def color_pickers(colors, on_change, description='entry'):
   """One ipywidgets color picker per color; `on_change(index, rgb)` on edits.
 
@@ -153,15 +169,8 @@ def color_pickers(colors, on_change, description='entry'):
   Returns:
     The list of pickers (their `value` is '#rrggbb'), or None.
   """
-  try:
-    # pylint: disable-next=g-import-not-at-top
-    from IPython import get_ipython
-    import ipywidgets  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    get_ipython = None
-  if get_ipython is None or get_ipython() is None:
-    print('Color pickers need a notebook with ipywidgets; call the callback '
-          'directly instead, e.g. on_change(2, (0.1, 0.25, 0.9)).')
+  ipywidgets = _widgets('Color pickers', 'on_change(2, (0.1, 0.25, 0.9))')
+  if ipywidgets is None:
     return None
   pickers = []
   for k, color in enumerate(np.asarray(colors)):
@@ -192,15 +201,9 @@ def sliders(specs, on_change):
   Returns:
     The list of sliders, or None.
   """
-  try:
-    # pylint: disable-next=g-import-not-at-top
-    from IPython import get_ipython
-    import ipywidgets  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    get_ipython = None
-  if get_ipython is None or get_ipython() is None:
-    print('Sliders need a notebook with ipywidgets; call the callback '
-          f'directly instead, e.g. on_change({ {k: v[2] for k, v in specs.items()} }).')
+  example = {name: spec[2] for name, spec in specs.items()}
+  ipywidgets = _widgets('Sliders', f'on_change({example})')
+  if ipywidgets is None:
     return None
   widgets = {name: ipywidgets.FloatSlider(value=start, min=low, max=high,
                                           description=name,

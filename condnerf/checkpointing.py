@@ -5,7 +5,8 @@ directory with a step folder per save, each holding a single item named
 `state`, the pytree `{'step', 'params', 'codes', 'opt_state'}` written with
 `StandardSave`. Optax states (named tuples) are saved as ordinary pytrees and
 come back with the structure of the abstract tree given to `restore`. This
-module does not own the run's `config.json` (`workdir`).
+module does not own the run's `config.json` (`workdir`), nor the check that
+a checkpoint fits the model (`checkpoint_match`).
 
 It does not own what the state contains (`train_lib.py` builds it), when to
 save (the loop decides; `save_interval_steps` only filters), or which process
@@ -35,18 +36,18 @@ from typing import Any
 
 from absl import logging
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from condnerf import checkpoint_match
 from condnerf import errors
-from condnerf import workdir as workdir_lib
 
 _ITEM = 'state'
 _READER_RETRIES = 5
 
 
-class CheckpointMismatchError(errors.UserError, ValueError):
-  """The checkpoint's tree or array shapes differ from the model's."""
+# Raised by `restore` when a checkpoint is of another model (kept here too,
+# where its callers look for it).
+CheckpointMismatchError = checkpoint_match.CheckpointMismatchError
 
 
 class CheckpointCorruptError(errors.UserError, RuntimeError):
@@ -234,7 +235,8 @@ class Checkpointer:
       return None, None
 
     def template(metadata, candidate):
-      _check_matches(metadata, abstract_state, candidate, self._directory)
+      checkpoint_match.check_matches(metadata, abstract_state, candidate,
+                                     self._directory)
       return abstract_state
 
     restored, step_found = self._restore_first_readable(
@@ -321,10 +323,11 @@ class Checkpointer:
         raise CheckpointMismatchError(
             f'Checkpoint step {candidate} in {self._directory} has no '
             f'{name!r}; it holds {sorted(metadata)}.')
-      _check_matches({name: metadata[name]}, {name: abstract_entry},
-                     candidate, self._directory)
+      checkpoint_match.check_matches(
+          {name: metadata[name]}, {name: abstract_entry}, candidate,
+          self._directory)
       return {key: abstract_entry if key == name else
-              _abstract_from_metadata(value)
+              checkpoint_match.abstract_from_metadata(value)
               for key, value in metadata.items()}
 
     restored, step = self._restore_first_readable(candidates, template,
@@ -392,15 +395,6 @@ def _quiet_orbax(quiet):
     logging.set_verbosity(level)
 
 
-def _abstract_from_metadata(tree):
-  """ShapeDtypeStructs with the saved shapes and dtypes of a metadata tree."""
-  def leaf(meta):
-    dtype = getattr(meta, 'dtype', None)
-    return jax.ShapeDtypeStruct(tuple(meta.shape),
-                                np.dtype(dtype) if dtype else np.int64)
-  return jax.tree.map(leaf, tree, is_leaf=lambda x: hasattr(x, 'shape'))
-
-
 def _unfinalized_steps(directory):
   """Returns `(step, path)` for each interrupted save left in `directory`."""
   if not os.path.isdir(directory):
@@ -419,67 +413,3 @@ def _unfinalized_steps(directory):
       continue
     found.append((step, str(path)))
   return sorted(found)
-
-
-def _key_name(key):
-  """Renders one pytree path entry as a plain string."""
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def _leaf_specs(tree):
-  """Maps 'a/b/0/c' paths to `(shape, dtype)` for every leaf of `tree`.
-
-  The dtype is None where it carries no configuration: Python scalars saved
-  by Orbax (`ScalarMetadata`, stored as 64-bit) and weakly typed abstract
-  leaves (what `jax.eval_shape` makes of a Python number).
-  """
-  specs = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = '/'.join(_key_name(k) for k in path)
-    shape = tuple(getattr(leaf, 'shape', ()))
-    dtype = getattr(leaf, 'dtype', None)
-    if (dtype is None or isinstance(leaf, ocp.metadata.ScalarMetadata) or
-        getattr(leaf, 'weak_type', False)):
-      specs[name] = (shape, None)
-    else:
-      specs[name] = (shape, np.dtype(dtype))
-  return specs
-
-
-def _describe(spec):
-  if spec is None:
-    return 'no such leaf'
-  shape, dtype = spec
-  dtype_name = 'unknown dtype' if dtype is None else dtype.name
-  return f'{dtype_name}{list(shape)}'
-
-
-def _same(got, want):
-  if got is None or want is None or got[0] != want[0]:
-    return False
-  return got[1] is None or want[1] is None or got[1] == want[1]
-
-
-def _check_matches(metadata, abstract_state, step, directory):
-  """Raises CheckpointMismatchError naming the first leaf that differs.
-
-  Leaves are visited shallowest first (so `params/...` is reported before the
-  optimizer moments that mirror it), in pytree order within a depth.
-  """
-  saved = _leaf_specs(metadata)
-  wanted = _leaf_specs(abstract_state)
-  paths = list(wanted) + [p for p in saved if p not in wanted]
-  differing = [p for p in paths if not _same(saved.get(p), wanted.get(p))]
-  if not differing:
-    return
-  path = min(differing, key=lambda p: p.count('/'))
-  raise CheckpointMismatchError(
-      f'Checkpoint step {step} in {directory} does not match the model: '
-      f'{len(differing)} leaves differ, first at {path!r}: checkpoint has '
-      f'{_describe(saved.get(path))}, model expects '
-      f'{_describe(wanted.get(path))}. This workdir belongs to a different '
-      'model configuration. Use a new --workdir, or run with the config that '
-      f'wrote it (see {workdir_lib.CONFIG_FILE} in the workdir).')

@@ -16,186 +16,25 @@ background and the alpha is kept. Extensions read here:
     and `material_distributions` (see `materials`).
 
 This module also owns what the other file-based loaders (`nerfstudio`, `llff`)
-reuse: parsing frame entries into `base.Frames` (files are read through
-`image_io`), and turning the appearance ids read
-from files into code rows (`assign_codes`). It owns no pose normalisation
-(see `llff`) and no jax.
+reuse: loading frame entries into `base.Frames` (values parsed by
+`transforms_json`, files read through `image_io`), and turning the
+appearance ids read from files into code rows (`assign_codes`). It owns
+no pose normalisation (see `llff`) and no jax.
 """
 
 import dataclasses
-import math
-import numbers
 import os
 
 import numpy as np
 
-from condnerf import cameras
 from condnerf.data import base
 from condnerf.data import image_io
+from condnerf.data import transforms_json
 
 SPLITS = ('train', 'val', 'test')
 DEFAULT_NEAR = 2.0
 DEFAULT_FAR = 6.0
 DEFAULT_SCENE_BOUND = 1.5
-# Intrinsics keys a frame may carry itself, overriding the global ones.
-INTRINSIC_KEYS = ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h', 'camera_angle_x',
-                  'camera_angle_y')
-
-
-def check_background(background):
-  """f32[3] background color; raises `DataError` unless 3 values in [0, 1]."""
-  try:
-    color = np.asarray(background, np.float32).reshape(3)
-  except (TypeError, ValueError) as e:
-    raise base.DataError(
-        f'background must be 3 numbers in [0, 1], got {background!r}.') from e
-  if not np.all((color >= 0) & (color <= 1)):
-    raise base.DataError(
-        f'background must be 3 numbers in [0, 1], got {background!r}.')
-  return color
-
-
-def check_positive_int(value, name, minimum=1):
-  """Returns `value` as int; raises `DataError` unless an int >= minimum."""
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < minimum):
-    raise base.DataError(f'{name} must be an integer >= {minimum}, got '
-                         f'{value!r}.')
-  return int(value)
-
-
-def _is_number(value):
-  return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-          and math.isfinite(value))
-
-
-def get_number(meta, key, default, where, positive=False):
-  """A finite number read from dict `meta`, or `default` when absent."""
-  if key not in meta:
-    return default
-  value = meta[key]
-  if not _is_number(value) or (positive and value <= 0):
-    kind = 'a positive number' if positive else 'a number'
-    raise base.DataError(f'{where}: "{key}" must be {kind}, got {value!r}.')
-  return float(value)
-
-
-def get_frames(meta, json_path):
-  """The list of frame dicts of a transforms json, checked."""
-  if not isinstance(meta, dict) or 'frames' not in meta:
-    raise base.DataError(
-        f'{json_path} has no "frames" list; each transforms json needs '
-        '"frames": [{"file_path": ..., "transform_matrix": ...}, ...].')
-  frames = meta['frames']
-  if not isinstance(frames, list):
-    raise base.DataError(f'{json_path}: "frames" must be a list.')
-  for i, frame in enumerate(frames):
-    if not isinstance(frame, dict):
-      raise base.DataError(f'{json_path} frame {i} is not an object.')
-    for key in ('file_path', 'transform_matrix'):
-      if key not in frame:
-        raise base.DataError(
-            f'{json_path} frame {i} has no "{key}"; every frame needs '
-            '"file_path" and "transform_matrix".')
-    if not isinstance(frame['file_path'], str):
-      raise base.DataError(f'{json_path} frame {i}: "file_path" must be a '
-                           'string.')
-  return frames
-
-
-def parse_pose(matrix, where):
-  """f32[4, 4] from a json transform_matrix; raises `DataError` if malformed."""
-  try:
-    pose = np.asarray(matrix, np.float64)
-  except (TypeError, ValueError):
-    pose = None
-  if pose is None or pose.shape != (4, 4) or not np.all(np.isfinite(pose)):
-    text = repr(matrix)
-    text = text if len(text) < 80 else text[:77] + '...'
-    raise base.DataError(
-        f'{where}: "transform_matrix" must be a 4x4 list of numbers '
-        f'(camera-to-world, OpenGL axes), got {text}.')
-  return pose.astype(np.float32)
-
-
-def resolve_image(folder, file_path, where):
-  """Path of a frame's image: `file_path` as given, or with `.png` added."""
-  path = os.path.normpath(os.path.join(folder, file_path))
-  if os.path.isfile(path):
-    return path
-  if os.path.isfile(path + '.png'):
-    return path + '.png'
-  raise base.DataError(
-      f'{where}: image {path} (or {path}.png) does not exist; fix "file_path" '
-      '(it is relative to the json file\'s folder).')
-
-
-def frame_intrinsics(meta, frame, width, height, where):
-  """Intrinsics of one frame for an image of the given size.
-
-  Frame keys override global ones. The focal length comes from `fl_x`/`fl_y`
-  or else from `camera_angle_x` (and `camera_angle_y`); `cx`, `cy` default to
-  the image center. When `w`/`h` are given and differ from the image size (a
-  resized image), all intrinsics are scaled to the actual size.
-
-  Args:
-    meta: dict, top level of the transforms json.
-    frame: dict, the frame entry.
-    width: actual image width in pixels.
-    height: actual image height in pixels.
-    where: frame description for error messages.
-  Returns:
-    intrinsics: f32[4], (fx, fy, cx, cy) for the actual image.
-    own: whether the frame itself carries any intrinsics key.
-  """
-  merged = dict(meta)
-  merged.update(frame)
-  num = lambda key, positive=True: get_number(merged, key, None, where,
-                                              positive)
-  declared_w = num('w') or float(width)
-  declared_h = num('h') or float(height)
-  fx, fy = num('fl_x'), num('fl_y')
-  angle_x, angle_y = num('camera_angle_x'), num('camera_angle_y')
-  if fx is None and fy is None and angle_x is None:
-    raise base.DataError(
-        f'{where}: no focal length; add a global "camera_angle_x" (radians) or '
-        '"fl_x"/"fl_y" (pixels), globally or per frame.')
-  if fx is None and fy is None:
-    fx = cameras.focal_from_fov(declared_w, angle_x)
-    fy = cameras.focal_from_fov(declared_h, angle_y) if angle_y else fx
-  fx = fx if fx is not None else fy
-  fy = fy if fy is not None else fx
-  cx = num('cx', positive=False)
-  cy = num('cy', positive=False)
-  cx = 0.5 * declared_w if cx is None else cx
-  cy = 0.5 * declared_h if cy is None else cy
-  sx, sy = width / declared_w, height / declared_h
-  intrinsics = np.array([fx * sx, fy * sy, cx * sx, cy * sy], np.float32)
-  own = any(key in frame for key in INTRINSIC_KEYS)
-  return intrinsics, own
-
-
-def _raw_appearance_id(frame, where):
-  if 'appearance_id' not in frame:
-    return -1
-  value = frame['appearance_id']
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < 0):
-    raise base.DataError(
-        f'{where}: "appearance_id" must be a non-negative integer, got '
-        f'{value!r}.')
-  return int(value)
-
-
-def _appearance(frame, where):
-  value = frame.get('appearance')
-  if (not isinstance(value, (list, tuple)) or len(value) != 3
-      or not all(_is_number(v) for v in value)):
-    raise base.DataError(
-        f'{where}: "appearance" must be [theta, s, g], got {value!r}.')
-  return np.asarray(value, np.float32)
-
-
 def _load_depth(folder, frame, shape, where):
   path = os.path.normpath(os.path.join(folder, frame['depth_file_path']))
   if not os.path.isfile(path):
@@ -242,14 +81,16 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
           'give it to every frame of the split or to none.')
   for i, frame in enumerate(frames):
     frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
-    pose = parse_pose(frame['transform_matrix'], frame_where)
-    image_path = resolve_image(folder, frame['file_path'], frame_where)
+    pose = transforms_json.parse_pose(frame['transform_matrix'], frame_where)
+    image_path = transforms_json.resolve_image(folder, frame['file_path'],
+                                               frame_where)
     rgb, alpha = image_io.read_image(image_path)
     height, width = rgb.shape[:2]
     if height < factor or width < factor:
       raise base.DataError(f'{frame_where}: image {width}x{height} is smaller '
                            f'than the downsampling factor {factor}.')
-    intr, own = frame_intrinsics(meta, frame, width, height, frame_where)
+    intr, own = transforms_json.frame_intrinsics(meta, frame, width, height,
+                                                 frame_where)
     if not own:
       if shared_size is None:
         shared_size, shared_name = (height, width), image_path
@@ -265,14 +106,15 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
       depth = _load_depth(folder, frame, (height, width), frame_where)
       depths.append(image_io.downsample_depth(depth, factor))
     if has_look[i]:
-      appearances.append(_appearance(frame, frame_where))
-    images.append(image_io.box_downsample(image_io.composite(rgb, alpha, background), factor))
+      appearances.append(transforms_json.appearance_values(frame, frame_where))
+    images.append(image_io.box_downsample(
+        image_io.composite(rgb, alpha, background), factor))
     alphas.append(image_io.box_downsample(alpha, factor))
     intr = intr.copy()
     intr /= factor
     poses.append(pose)
     intrinsics.append(intr)
-    ids.append(_raw_appearance_id(frame, frame_where))
+    ids.append(transforms_json.appearance_id(frame, frame_where))
     names.append(os.path.relpath(image_path, folder))
   return base.Frames(
       images=images,
@@ -357,8 +199,8 @@ def assign_codes(splits, mode, num_codes):
 
 def scene_range(meta, where, default_near, default_far):
   """(near, far) from a json's top-level keys, checked."""
-  near = get_number(meta, 'near', default_near, where)
-  far = get_number(meta, 'far', default_far, where)
+  near = transforms_json.get_number(meta, 'near', default_near, where)
+  far = transforms_json.get_number(meta, 'far', default_far, where)
   if near < 0 or far <= near:
     raise base.DataError(
         f'{where}: need 0 <= "near" < "far", got near={near}, far={far}.')
@@ -402,9 +244,10 @@ def load_blender(path, appearance='auto', num_codes=0,
     raise base.DataError(
         f'Blender dataset folder {path} does not exist; pass the folder that '
         'holds transforms_train.json.')
-  factor = check_positive_int(factor, 'factor')
-  max_frames = check_positive_int(max_frames, 'max_frames', minimum=0)
-  background = check_background(background)
+  factor = transforms_json.check_positive_int(factor, 'factor')
+  max_frames = transforms_json.check_positive_int(max_frames, 'max_frames',
+                                                  minimum=0)
+  background = transforms_json.check_background(background)
   json_paths, metas = {}, {}
   for split in SPLITS:
     json_path = os.path.join(path, f'transforms_{split}.json')
@@ -421,11 +264,11 @@ def load_blender(path, appearance='auto', num_codes=0,
     raise base.DataError(f'{json_paths["train"]} must hold a JSON object.')
   where = json_paths['train']
   near, far = scene_range(train_meta, where, DEFAULT_NEAR, DEFAULT_FAR)
-  scene_bound = get_number(train_meta, 'scene_bound', DEFAULT_SCENE_BOUND,
-                           where, positive=True)
+  scene_bound = transforms_json.get_number(
+      train_meta, 'scene_bound', DEFAULT_SCENE_BOUND, where, positive=True)
   splits = {}
   for split in json_paths:
-    frames = get_frames(metas[split], json_paths[split])
+    frames = transforms_json.get_frames(metas[split], json_paths[split])
     if split == 'train' and not frames:
       raise base.DataError(
           f'{json_paths[split]} has an empty "frames" list; a scene needs '

@@ -30,6 +30,7 @@ import numpy as np
 from condnerf.data import base
 from condnerf.data import blender
 from condnerf.data import image_io
+from condnerf.data import transforms_json
 
 # NeRF's LLFF convention: scale so the nearest bound sits at 1 / BD_FACTOR.
 BD_FACTOR = 0.75
@@ -208,7 +209,7 @@ def read_poses_bounds(path):
 
 def holdout_split(num_frames, holdout):
   """(train, test) index arrays: every `holdout`-th frame (from 0) is test."""
-  holdout = blender.check_positive_int(holdout, 'holdout', minimum=2)
+  holdout = transforms_json.check_positive_int(holdout, 'holdout', minimum=2)
   indices = np.arange(num_frames)
   test = indices[::holdout]
   train = np.setdiff1d(indices, test)
@@ -245,9 +246,10 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     raise base.DataError(
         f'LLFF scene folder {path} does not exist; pass the folder that holds '
         'poses_bounds.npy.')
-  factor = blender.check_positive_int(factor, 'factor')
-  max_frames = blender.check_positive_int(max_frames, 'max_frames', minimum=0)
-  background = blender.check_background(background)
+  factor = transforms_json.check_positive_int(factor, 'factor')
+  max_frames = transforms_json.check_positive_int(max_frames, 'max_frames',
+                                                  minimum=0)
+  background = transforms_json.check_background(background)
   poses, hwf, bounds = read_poses_bounds(os.path.join(path,
                                                       'poses_bounds.npy'))
   image_dir = _find_folder(path, 'images', factor)

@@ -41,10 +41,10 @@ import numpy as np
 
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
-from condnerf.data import blender
 from condnerf.data import chair_files
 from condnerf.data import image_io
 from condnerf.data import procedural
+from condnerf.data import transforms_json
 from condnerf.data import variants
 
 HUE_RANGE_DEG = (-25.0, 40.0)
@@ -238,7 +238,7 @@ def sample_appearances(num, seed, light_cone_deg=0.0):
 def _check_sizes(resolution, num_train, num_val, num_test, num_appearances,
                  supersample):
   """{split: frame count}, once every size is checked."""
-  check = blender.check_positive_int
+  check = transforms_json.check_positive_int
   check(resolution, 'resolution')
   if check(supersample, 'supersample') % 2 == 0:
     raise base.DataError(f'supersample must be odd, got {supersample}.')
@@ -343,7 +343,7 @@ def _views(dataset_dir, split, max_frames):
   """Poses, intrinsics and render settings of a chair dataset's split."""
   json_path = os.path.join(dataset_dir, f'transforms_{split}.json')
   meta = image_io.read_json(json_path)
-  frames = blender.get_frames(meta, json_path)
+  frames = transforms_json.get_frames(meta, json_path)
   if max_frames:
     frames = frames[:max_frames]
   settings = meta.get('procedural')
@@ -354,12 +354,13 @@ def _views(dataset_dir, split, max_frames):
     raise base.DataError(
         f'{json_path} is an image-space variant dataset; render its ground '
         'truth with variants.ground_truth_images.')
-  size = blender.check_positive_int(settings.get('resolution'), 'resolution')
+  size = transforms_json.check_positive_int(settings.get('resolution'),
+                                            'resolution')
   poses, intrinsics = [], []
   for i, frame in enumerate(frames):
     where = f'{json_path} frame {i}'
-    poses.append(blender.parse_pose(frame['transform_matrix'], where))
-    intrinsics.append(blender.frame_intrinsics(meta, frame, size, size,
+    poses.append(transforms_json.parse_pose(frame['transform_matrix'], where))
+    intrinsics.append(transforms_json.frame_intrinsics(meta, frame, size, size,
                                                where)[0])
   return (np.asarray(poses, np.float32).reshape(-1, 4, 4),
           np.asarray(intrinsics, np.float32).reshape(-1, 4), size,
@@ -388,8 +389,8 @@ def ground_truth(dataset_dir, split, part_colors=None, light=None,
   Returns:
     f32[N, H, W, 3] composited images.
   """
-  background = blender.check_background(background)
-  factor = blender.check_positive_int(factor, 'factor')
+  background = transforms_json.check_background(background)
+  factor = transforms_json.check_positive_int(factor, 'factor')
   poses, intrinsics, size, supersample = _views(os.fspath(dataset_dir), split,
                                                 max_frames)
   render = procedural.render_chair_full(poses, intrinsics, size, size,

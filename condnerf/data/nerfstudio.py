@@ -36,6 +36,7 @@ from condnerf.data import base
 from condnerf.data import blender
 from condnerf.data import image_io
 from condnerf.data import llff
+from condnerf.data import transforms_json
 
 DEFAULT_NEAR = 0.05
 DEFAULT_SCENE_BOUND = 1.5
@@ -110,12 +111,13 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
         f'nerfstudio dataset {path} does not exist; pass the folder holding '
         'transforms.json or the file itself.')
   folder = os.path.dirname(os.path.abspath(json_path))
-  factor = blender.check_positive_int(factor, 'factor')
-  holdout = blender.check_positive_int(holdout, 'holdout', minimum=2)
-  max_frames = blender.check_positive_int(max_frames, 'max_frames', minimum=0)
-  background = blender.check_background(background)
+  factor = transforms_json.check_positive_int(factor, 'factor')
+  holdout = transforms_json.check_positive_int(holdout, 'holdout', minimum=2)
+  max_frames = transforms_json.check_positive_int(max_frames, 'max_frames',
+                                                  minimum=0)
+  background = transforms_json.check_background(background)
   meta = image_io.read_json(json_path)
-  frames = blender.get_frames(meta, json_path)
+  frames = transforms_json.get_frames(meta, json_path)
   if not frames:
     raise base.DataError(f'{json_path} lists no frames.')
   distorted = _check_camera_model(meta, frames, json_path)
@@ -123,7 +125,7 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
 
   # Normalisation uses every frame, so it does not depend on max_frames.
   poses = np.stack([
-      blender.parse_pose(f['transform_matrix'],
+      transforms_json.parse_pose(f['transform_matrix'],
                          f'{json_path} frame {i} ({f["file_path"]!r})')
       for i, f in enumerate(frames)])
   radius = np.linalg.norm(poses[:, :3, 3] - poses[:, :3, 3].mean(0), axis=-1)
@@ -145,8 +147,9 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
     near = DEFAULT_NEAR
     far = float(np.linalg.norm(centers[:, None] - corners[None], axis=-1).max())
     scene_bound = bound
-  scene_bound = blender.get_number(meta, 'scene_bound', scene_bound / scale,
-                                   json_path, positive=True) * scale
+  scene_bound = transforms_json.get_number(
+      meta, 'scene_bound', scene_bound / scale, json_path,
+      positive=True) * scale
 
   splits = {}
   for split, entries in split_frames.items():

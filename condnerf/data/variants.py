@@ -26,6 +26,7 @@ from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import blender
 from condnerf.data import image_io
+from condnerf.data import transforms_json
 
 THETA_RANGE = (0.0, 2.0 * np.pi)
 S_RANGE = (0.5, 1.5)
@@ -129,7 +130,7 @@ def _read_split(src, split):
   if split == 'val' and not os.path.isfile(json_path):
     json_path = os.path.join(src, 'transforms_test.json')
   meta = image_io.read_json(json_path)
-  return json_path, meta, blender.get_frames(meta, json_path)
+  return json_path, meta, transforms_json.get_frames(meta, json_path)
 
 
 def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
@@ -150,15 +151,15 @@ def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
     list of f32[H, W, 3] composited images.
   """
   src = os.fspath(src)
-  background = blender.check_background(background)
-  factor = blender.check_positive_int(factor, 'factor')
+  background = transforms_json.check_background(background)
+  factor = transforms_json.check_positive_int(factor, 'factor')
   json_path, _, frames = _read_split(src, split)
   if max_frames:
     frames = frames[:max_frames]
   images = []
   for i, frame in enumerate(frames):
     where = f'{json_path} frame {i}'
-    path = blender.resolve_image(src, frame['file_path'], where)
+    path = transforms_json.resolve_image(src, frame['file_path'], where)
     rgba = variant_rgba(_read_rgba(path), appearance).astype(np.float32)
     rgba /= 255.0
     image = image_io.composite(rgba[..., :3], rgba[..., 3], background)
@@ -228,7 +229,7 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
   src, out = os.fspath(src), os.fspath(out)
   if not os.path.isdir(src):
     raise base.DataError(f'Source dataset folder {src} does not exist.')
-  num_appearances = blender.check_positive_int(num_appearances,
+  num_appearances = transforms_json.check_positive_int(num_appearances,
                                                'num_appearances')
   check_out(src, out, overwrite)
   splits = {}
@@ -237,7 +238,7 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
     if split == 'val' and not os.path.isfile(json_path):
       continue
     meta = image_io.read_json(json_path)
-    frames = blender.get_frames(meta, json_path)
+    frames = transforms_json.get_frames(meta, json_path)
     if 'appearances' in meta or any('appearance' in f for f in frames):
       raise base.DataError(
           f'{json_path} already is an appearance-variant dataset; make '
@@ -259,7 +260,7 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
       for i, (frame, code) in enumerate(zip(frames, ids.tolist())):
         where = f'{json_path} frame {i}'
         new = dict(frame)
-        image = blender.resolve_image(src, frame['file_path'], where)
+        image = transforms_json.resolve_image(src, frame['file_path'], where)
         rel = _inside(src, image, where)
         if rel in written:  # An image shared by two frames: keep both looks.
           stem, ext = os.path.splitext(rel)

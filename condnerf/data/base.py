@@ -1,12 +1,23 @@
-"""The dataset contract every loader returns, and its validation.
+"""The dataset contract every loader returns, and the ends loaders share.
 
 A loader turns files on disk into a `Scene`: three `Frames` splits of host-side
-numpy arrays in one camera convention (see `condnerf.cameras`). Nothing here
-touches jax. Loaders raise `DataError` with a message naming the problem and
-the fix.
+numpy arrays in one camera convention (see `condnerf.cameras`). Loaders raise
+`DataError` with a message naming the problem and the fix.
+
+Besides the contract (`Frames`, `Share`, `Scene`, `validate_scene`) this
+module owns the two ends every loader (`blender`, `nerfstudio`, `llff`)
+shares: at the start, checking the common arguments (`check_folder`,
+`check_options` and the value checks `check_positive_int`,
+`check_background`); at the end, reading only a process's `Share` of an
+evaluation split (`load_share`), turning file appearance ids into code rows
+(`assign_codes`) and assembling the validated `Scene` (`build_scene`).
+Reading files is `image_io`'s and `transforms_json`'s; nothing here touches
+jax.
 """
 
 import dataclasses
+import numbers
+import os
 from typing import Optional
 
 import numpy as np
@@ -111,6 +122,7 @@ class Share:
                                split_size=self.size(num_frames))
 
 
+SPLITS = ('train', 'val', 'test')
 EVAL_SPLITS = ('val', 'test')  # splits a loader's `share` applies to.
 
 
@@ -174,7 +186,7 @@ def assign_appearance_ids(ids, num_frames, mode, split):
 
 def validate_scene(scene):
   """Checks cross-split invariants; raises `DataError` naming the problem."""
-  for split in ('train', 'val', 'test'):
+  for split in SPLITS:
     frames = getattr(scene, split)
     n = len(frames)
     if n == 0 and split == 'train':
@@ -193,3 +205,153 @@ def validate_scene(scene):
           f'{int(ids[bad[0]])}, outside [0, {scene.num_codes}) of the code '
           'table; renumber the ids from 0 or set data.num_codes larger.')
   return scene
+
+
+def check_folder(path, what, holds):
+  """`path` as a str; raises `DataError` unless it is an existing folder.
+
+  Args:
+    path: str or path-like, the dataset folder.
+    what: what the folder is, e.g. 'LLFF scene folder'.
+    holds: the file the folder must hold, named in the message.
+  """
+  path = os.fspath(path)
+  if not os.path.isdir(path):
+    raise DataError(f'{what} {path} does not exist; pass the folder that '
+                    f'holds {holds}.')
+  return path
+
+
+def check_positive_int(value, name, minimum=1):
+  """Returns `value` as int; raises `DataError` unless an int >= minimum."""
+  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+      or value < minimum):
+    raise DataError(f'{name} must be an integer >= {minimum}, got '
+                    f'{value!r}.')
+  return int(value)
+
+
+def check_background(background):
+  """f32[3] background color; raises `DataError` unless 3 values in [0, 1]."""
+  try:
+    color = np.asarray(background, np.float32).reshape(3)
+  except (TypeError, ValueError) as e:
+    raise DataError(
+        f'background must be 3 numbers in [0, 1], got {background!r}.') from e
+  if not np.all((color >= 0) & (color <= 1)):
+    raise DataError(
+        f'background must be 3 numbers in [0, 1], got {background!r}.')
+  return color
+
+
+def check_options(factor, max_frames, background):
+  """The loaders' common arguments, checked in this order.
+
+  Args:
+    factor: int >= 1, downsampling factor.
+    max_frames: int >= 0, frames kept per split (0 = all).
+    background: 3 floats in [0, 1].
+  Returns:
+    (factor: int, max_frames: int, background: f32[3]).
+  """
+  return (check_positive_int(factor, 'factor'),
+          check_positive_int(max_frames, 'max_frames', minimum=0),
+          check_background(background))
+
+
+def load_share(split, entries, share, load):
+  """`load(entries)`, or only `share`'s part of them for an eval split.
+
+  Args:
+    split: the split's name.
+    entries: list describing every frame of the split.
+    share: None or `Share`.
+    load: list of entries -> `Frames`.
+  Returns:
+    `Frames`, tagged with global positions when shared.
+  """
+  if share is None or split not in EVAL_SPLITS:
+    return load(entries)
+  mine, positions = share.take(entries)
+  return share.mark(load(mine), positions, len(entries))
+
+
+def _check_codes(splits, num_codes, inferred):
+  """Raises `DataError` for a code row outside the table of `num_codes`.
+
+  When the table size was `inferred`, also for a row no training frame uses.
+  """
+  seen = set(splits['train'].appearance_ids.tolist())
+  for split, frames in splits.items():
+    for name, code in zip(frames.names, frames.appearance_ids.tolist()):
+      if code >= num_codes:
+        raise DataError(
+            f'{split} frame {name!r} has appearance_id {code}, outside the '
+            f'code table [0, {num_codes}); renumber the ids or pass a larger '
+            'num_codes.')
+      if inferred and code >= 0 and code not in seen:
+        raise DataError(
+            f'{split} frame {name!r} has appearance_id {code}, which no '
+            'training frame uses, so it would get no trained code; use a '
+            'training id, drop the id, or pass num_codes explicitly.')
+
+
+def assign_codes(splits, mode, num_codes):
+  """Turns file appearance ids into code rows for every split.
+
+  Mode 'auto' is resolved once, from the training split: file ids when every
+  training frame has one, else one code per training frame. In 'ids' mode
+  val/test frames without an id get -1 (the mean code).
+
+  Args:
+    splits: dict split name -> `Frames` with file ids (-1 = none).
+    mode: 'auto', 'ids', 'per_frame' or 'shared' (see
+      `assign_appearance_ids`).
+    num_codes: rows of the code table; <= 0 infers max train row + 1.
+  Returns:
+    (dict split name -> `Frames` with code rows, num_codes).
+  Raises:
+    DataError: on partial ids in training, or an id outside the table, or
+      (when num_codes is inferred) a val/test id never seen in training.
+  """
+  train = splits['train']
+  have = train.appearance_ids >= 0
+  if have.any() and not have.all():
+    missing = train.names[int(np.argmin(have))]
+    present = train.names[int(np.argmax(have))]
+    raise DataError(
+        f'Training frame {missing!r} has no "appearance_id" but {present!r} '
+        'has one; give every training frame an appearance_id, or none.')
+  if mode == 'auto':
+    mode = 'ids' if have.size and have.all() else 'per_frame'
+  out = {}
+  for split, frames in splits.items():
+    raw = frames.appearance_ids
+    ids = raw if (split != 'train' or (raw >= 0).any()) else None
+    codes = assign_appearance_ids(ids, len(frames), mode, split)
+    out[split] = dataclasses.replace(frames, appearance_ids=codes)
+  inferred = num_codes <= 0
+  if inferred:
+    num_codes = max(1, int(out['train'].appearance_ids.max(initial=-1)) + 1)
+  _check_codes(out, num_codes, inferred)
+  return out, int(num_codes)
+
+
+def build_scene(splits, num_codes, background, scene_bound, up, metadata):
+  """The validated `Scene` of a loader's splits (see `assign_codes`).
+
+  Args:
+    splits: dict 'train', 'val', 'test' -> `Frames` with code rows.
+    num_codes: rows of the code table.
+    background: f32[3] background color.
+    scene_bound: half-width of the box holding the scene content.
+    up: f32[3] world up direction.
+    metadata: dict of extra facts (see `Scene`).
+  Returns:
+    The `Scene`, checked by `validate_scene`.
+  """
+  scene = Scene(
+      train=splits['train'], val=splits['val'], test=splits['test'],
+      num_codes=num_codes, background=background, scene_bound=scene_bound,
+      up=up, metadata=metadata)
+  return validate_scene(scene)

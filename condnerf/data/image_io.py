@@ -32,6 +32,30 @@ def read_json(path):
     raise base.DataError(f'{path} is not UTF-8 text; fix the file.') from e
 
 
+def _read_with(path, read):
+  """`read(image)` of an opened image file.
+
+  Args:
+    path: image file (any format Pillow reads).
+    read: function of the open `PIL.Image.Image`.
+  Raises:
+    DataError: when the file is missing or cannot be read as an image.
+  """
+  if not os.path.isfile(path):
+    raise base.DataError(f'Image {path} does not exist.')
+  try:
+    with Image.open(path) as image:
+      return read(image)
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'Cannot read image {path}: {e}') from e
+
+
+def _straight_rgba(image):
+  """(u8[H, W, 3 or 4], has_alpha) of an open image."""
+  has_alpha = 'A' in image.getbands() or 'transparency' in image.info
+  return np.asarray(image.convert('RGBA' if has_alpha else 'RGB')), has_alpha
+
+
 def read_image(path):
   """Reads an image file as straight color and optional alpha.
 
@@ -43,14 +67,7 @@ def read_image(path):
   Raises:
     DataError: when the file is missing or not an image.
   """
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      has_alpha = 'A' in image.getbands() or 'transparency' in image.info
-      array = np.asarray(image.convert('RGBA' if has_alpha else 'RGB'))
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  array, has_alpha = _read_with(path, _straight_rgba)
   array = array.astype(np.float32) / 255.0
   if has_alpha:
     return array[..., :3], array[..., 3]
@@ -59,25 +76,13 @@ def read_image(path):
 
 def image_size(path):
   """(height, width) of an image file, read from its header only."""
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      width, height = image.size
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  width, height = _read_with(path, lambda image: image.size)
   return height, width
 
 
 def read_gray(path):
   """f32[H, W] in [0, 1]: an image file read as luminance (e.g. a mask)."""
-  if not os.path.isfile(path):
-    raise base.DataError(f'Image {path} does not exist.')
-  try:
-    with Image.open(path) as image:
-      array = np.asarray(image.convert('L'))
-  except (OSError, ValueError) as e:
-    raise base.DataError(f'Cannot read image {path}: {e}') from e
+  array = _read_with(path, lambda image: np.asarray(image.convert('L')))
   return array.astype(np.float32) / 255.0
 
 

@@ -42,10 +42,10 @@ import numpy as np
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import chair_files
+from condnerf.data import dataset_writing
 from condnerf.data import image_io
 from condnerf.data import procedural
 from condnerf.data import transforms_json
-from condnerf.data import variants
 
 HUE_RANGE_DEG = (-25.0, 40.0)
 SATURATION_RANGE = (0.6, 0.95)
@@ -238,7 +238,7 @@ def sample_appearances(num, seed, light_cone_deg=0.0):
 def _check_sizes(resolution, num_train, num_val, num_test, num_appearances,
                  supersample):
   """{split: frame count}, once every size is checked."""
-  check = transforms_json.check_positive_int
+  check = base.check_positive_int
   check(resolution, 'resolution')
   if check(supersample, 'supersample') % 2 == 0:
     raise base.DataError(f'supersample must be odd, got {supersample}.')
@@ -309,14 +309,14 @@ def write_material_dataset(out_dir, resolution=100, num_train=100, num_val=8,
   counts = _check_sizes(resolution, num_train, num_val, num_test,
                         num_appearances, supersample)
   light_cone_deg = _check_cone(light_cone_deg)
-  variants.check_out(None, out_dir, overwrite)
+  dataset_writing.check_out(None, out_dir, overwrite)
   materials = sample_appearances(num_appearances, seed, light_cone_deg)
   poses = procedural.chair_poses(sum(counts.values()), seed)
   rng = np.random.default_rng([seed, 2])
   with workdir_lib.staged_dir(out_dir) as tmp:
     start = 0
     for split, count in counts.items():
-      ids = variants.balanced_ids(rng, count, num_appearances)
+      ids = dataset_writing.balanced_ids(rng, count, num_appearances)
       frames = _write_split(tmp, split, poses[start:start + count], ids,
                             materials, resolution, supersample)
       start += count
@@ -354,14 +354,13 @@ def _views(dataset_dir, split, max_frames):
     raise base.DataError(
         f'{json_path} is an image-space variant dataset; render its ground '
         'truth with variants.ground_truth_images.')
-  size = transforms_json.check_positive_int(settings.get('resolution'),
-                                            'resolution')
+  size = base.check_positive_int(settings.get('resolution'), 'resolution')
   poses, intrinsics = [], []
   for i, frame in enumerate(frames):
     where = f'{json_path} frame {i}'
     poses.append(transforms_json.parse_pose(frame['transform_matrix'], where))
-    intrinsics.append(transforms_json.frame_intrinsics(meta, frame, size, size,
-                                               where)[0])
+    intrinsics.append(
+        transforms_json.frame_intrinsics(meta, frame, size, size, where)[0])
   return (np.asarray(poses, np.float32).reshape(-1, 4, 4),
           np.asarray(intrinsics, np.float32).reshape(-1, 4), size,
           settings.get('supersample', 1))
@@ -389,8 +388,8 @@ def ground_truth(dataset_dir, split, part_colors=None, light=None,
   Returns:
     f32[N, H, W, 3] composited images.
   """
-  background = transforms_json.check_background(background)
-  factor = transforms_json.check_positive_int(factor, 'factor')
+  background = base.check_background(background)
+  factor = base.check_positive_int(factor, 'factor')
   poses, intrinsics, size, supersample = _views(os.fspath(dataset_dir), split,
                                                 max_frames)
   render = procedural.render_chair_full(poses, intrinsics, size, size,

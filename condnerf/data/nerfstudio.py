@@ -12,8 +12,9 @@ key go to that split; the others are split by index in that order, every
 frame says 'val'.
 
 Normalisation (documented choice): poses are moved into the frame of their
-average pose (`llff.normalize_poses`: mean camera center at the origin, mean
-camera up along +y) and scaled so the farthest camera center is at distance 1.
+average pose (`poses.normalize_poses`: mean camera center at the origin, mean
+camera up along +y) and scaled so the farthest camera center is at distance 1
+(`poses.unit_radius_scale`).
   Without top-level `near`/`far`, the capture is assumed object-centric: the
     content lies in the box [-1.5, 1.5]^3 (the camera ball with a 50% margin,
     the bound the Blender scenes use), so scene_bound = 1.5, near = 0.05 and
@@ -25,17 +26,20 @@ camera up along +y) and scaled so the farthest camera center is at distance 1.
     `scene_bound` (json units) is given.
 Lens distortion coefficients are ignored (a pinhole model is used; undistort
 images first for accuracy); `metadata['ignored_distortion']` says when some
-were non-zero. Owns no image decoding (see `blender`) and no jax.
+were non-zero. Owns the split rule and that normalisation; reading the frame
+entries is `transforms_json.load_frames` (shared with `blender`), the pose
+math `poses`', and the share, code assignment and validation `base`'s. No
+jax.
 """
 
+import functools
 import os
 
 import numpy as np
 
 from condnerf.data import base
-from condnerf.data import blender
 from condnerf.data import image_io
-from condnerf.data import llff
+from condnerf.data import poses as poses_lib
 from condnerf.data import transforms_json
 
 DEFAULT_NEAR = 0.05
@@ -81,6 +85,53 @@ def _check_camera_model(meta, frames, json_path):
   return distorted
 
 
+def _json_path(path):
+  """The `transforms.json` of a path that is the file or its folder."""
+  if os.path.isdir(path):
+    return os.path.join(path, 'transforms.json')
+  if not os.path.exists(path):
+    raise base.DataError(
+        f'nerfstudio dataset {path} does not exist; pass the folder holding '
+        'transforms.json or the file itself.')
+  return path
+
+
+def _normalization(frames, json_path):
+  """(scale, f64[4, 4] transform, f64[N, 3] camera centers) of every frame.
+
+  Uses every frame, so it does not depend on `max_frames`.
+  """
+  poses = np.stack([
+      transforms_json.parse_pose(f['transform_matrix'],
+                                 f'{json_path} frame {i} ({f["file_path"]!r})')
+      for i, f in enumerate(frames)])
+  scale = poses_lib.unit_radius_scale(poses)
+  _, transform = poses_lib.normalize_poses(poses, scale)
+  centers = poses_lib.transform_points(poses[:, :3, 3], transform)
+  return scale, transform, centers
+
+
+def _scene_range(meta, json_path, scale, centers):
+  """(near, far, scene_bound) in scene units, per the module docstring."""
+  if 'near' in meta or 'far' in meta:
+    if 'near' not in meta or 'far' not in meta:
+      raise base.DataError(f'{json_path}: give both "near" and "far", or '
+                           'neither.')
+    near, far = transforms_json.scene_range(meta, json_path, None, None)
+    near, far = near * scale, far * scale
+    scene_bound = float(np.abs(centers).max() + far)
+  else:
+    bound = DEFAULT_SCENE_BOUND
+    corners = np.stack(np.meshgrid(*[[-bound, bound]] * 3), -1).reshape(-1, 3)
+    near = DEFAULT_NEAR
+    far = float(np.linalg.norm(centers[:, None] - corners[None], axis=-1).max())
+    scene_bound = bound
+  scene_bound = transforms_json.get_number(
+      meta, 'scene_bound', scene_bound / scale, json_path,
+      positive=True) * scale
+  return near, far, scene_bound
+
+
 def load_nerfstudio(path, appearance='auto', num_codes=0,
                     background=(1.0, 1.0, 1.0), factor=1, holdout=8,
                     max_frames=0, share=None):
@@ -102,78 +153,40 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
   Raises:
     DataError: on missing or malformed files, naming the file and the fix.
   """
-  path = os.fspath(path)
-  json_path = path
-  if os.path.isdir(path):
-    json_path = os.path.join(path, 'transforms.json')
-  elif not os.path.exists(path):
-    raise base.DataError(
-        f'nerfstudio dataset {path} does not exist; pass the folder holding '
-        'transforms.json or the file itself.')
+  json_path = _json_path(os.fspath(path))
   folder = os.path.dirname(os.path.abspath(json_path))
-  factor = transforms_json.check_positive_int(factor, 'factor')
-  holdout = transforms_json.check_positive_int(holdout, 'holdout', minimum=2)
-  max_frames = transforms_json.check_positive_int(max_frames, 'max_frames',
-                                                  minimum=0)
-  background = transforms_json.check_background(background)
+  factor = base.check_positive_int(factor, 'factor')
+  holdout = base.check_positive_int(holdout, 'holdout', minimum=2)
+  max_frames = base.check_positive_int(max_frames, 'max_frames', minimum=0)
+  background = base.check_background(background)
   meta = image_io.read_json(json_path)
   frames = transforms_json.get_frames(meta, json_path)
   if not frames:
     raise base.DataError(f'{json_path} lists no frames.')
   distorted = _check_camera_model(meta, frames, json_path)
   split_frames = _split_frames(frames, holdout, json_path)
-
-  # Normalisation uses every frame, so it does not depend on max_frames.
-  poses = np.stack([
-      transforms_json.parse_pose(f['transform_matrix'],
-                         f'{json_path} frame {i} ({f["file_path"]!r})')
-      for i, f in enumerate(frames)])
-  radius = np.linalg.norm(poses[:, :3, 3] - poses[:, :3, 3].mean(0), axis=-1)
-  scale = float(1.0 / radius.max()) if radius.max() > 1e-6 else 1.0
-  _, transform = llff.normalize_poses(poses, scale)
-  centers = (transform[:3, :3] @ poses[:, :3, 3, None])[..., 0] + (
-      transform[:3, 3])
-
-  if 'near' in meta or 'far' in meta:
-    if 'near' not in meta or 'far' not in meta:
-      raise base.DataError(f'{json_path}: give both "near" and "far", or '
-                           'neither.')
-    near, far = blender.scene_range(meta, json_path, None, None)
-    near, far = near * scale, far * scale
-    scene_bound = float(np.abs(centers).max() + far)
-  else:
-    bound = DEFAULT_SCENE_BOUND
-    corners = np.stack(np.meshgrid(*[[-bound, bound]] * 3), -1).reshape(-1, 3)
-    near = DEFAULT_NEAR
-    far = float(np.linalg.norm(centers[:, None] - corners[None], axis=-1).max())
-    scene_bound = bound
-  scene_bound = transforms_json.get_number(
-      meta, 'scene_bound', scene_bound / scale, json_path,
-      positive=True) * scale
-
+  scale, transform, centers = _normalization(frames, json_path)
+  near, far, scene_bound = _scene_range(meta, json_path, scale, centers)
+  load = functools.partial(
+      transforms_json.load_frames, meta, folder=folder,
+      where=os.path.basename(json_path), background=background,
+      factor=factor, near=near, far=far)
   splits = {}
   for split, entries in split_frames.items():
-    if not entries and split != 'train':
-      continue
-    if max_frames:
-      entries = entries[:max_frames]
-    loaded = blender.load_share(
-        split, entries, share, lambda e: blender.load_frames(
-            meta, e, folder, os.path.basename(json_path), background, factor,
-            near, far))
-    loaded.poses = llff.transform_poses(loaded.poses, transform)
-    splits[split] = loaded
+    if entries or split == 'train':
+      entries = entries[:max_frames] if max_frames else entries
+      splits[split] = base.load_share(split, entries, share, load)
+      splits[split].poses = poses_lib.transform_poses(splits[split].poses,
+                                                      transform)
   if 'test' not in splits:
     raise base.DataError(
         f'{json_path}: no test frames; lower holdout or mark frames "split": '
         '"test".')
   splits.setdefault('val', splits['test'])
-  splits, num_codes = blender.assign_codes(splits, appearance, num_codes)
-  scene = base.Scene(
-      train=splits['train'], val=splits['val'], test=splits['test'],
-      num_codes=num_codes, background=background, scene_bound=scene_bound,
+  splits, num_codes = base.assign_codes(splits, appearance, num_codes)
+  return base.build_scene(
+      splits, num_codes, background, scene_bound,
       up=np.array([0.0, 1.0, 0.0], np.float32),
       metadata={'format': 'nerfstudio', 'source': os.path.abspath(json_path),
                 'factor': factor, 'world_transform': transform,
                 'ignored_distortion': distorted})
-  return base.validate_scene(scene)

@@ -1,14 +1,16 @@
-"""The transforms.json format: reading and checking what its entries say.
+"""The transforms.json format: its values, and reading a split's frames.
 
 Blender-synthetic datasets (`transforms_{train,val,test}.json`) and
 nerfstudio captures (`transforms.json`) share one format: a top level with
-intrinsics (`camera_angle_x`, or `fl_x, fl_y, cx, cy, w, h`) and `frames`,
-each `{file_path, transform_matrix}` with optional per-frame intrinsics,
-`appearance_id` and `appearance`. Owns parsing those values into numbers
-and arrays, with a `base.DataError` naming the file, the frame and the fix
-for anything malformed; also the two value checks every loader shares
-(`check_background`, `check_positive_int`). Reading image files is
-`image_io`'s; building `base.Frames` is each loader's.
+intrinsics (`camera_angle_x`, or `fl_x, fl_y, cx, cy, w, h`), optional
+`near`/`far`, and `frames`, each `{file_path, transform_matrix}` with
+optional per-frame intrinsics, `appearance_id`, `appearance` and
+`depth_file_path`. Owns parsing those values into numbers and arrays, with a
+`base.DataError` naming the file, the frame and the fix for anything
+malformed, and reading the frame entries of a split into `base.Frames`
+(`load_frames`), what the `blender` and `nerfstudio` loaders share.
+Decoding image files is `image_io`'s; which frames form a split, and the
+scene around them, is each loader's.
 """
 
 import math
@@ -19,32 +21,11 @@ import numpy as np
 
 from condnerf import cameras
 from condnerf.data import base
+from condnerf.data import image_io
 
 # Intrinsics keys a frame may carry itself, overriding the global ones.
 INTRINSIC_KEYS = ('fl_x', 'fl_y', 'cx', 'cy', 'w', 'h', 'camera_angle_x',
                   'camera_angle_y')
-
-
-def check_background(background):
-  """f32[3] background color; raises `DataError` unless 3 values in [0, 1]."""
-  try:
-    color = np.asarray(background, np.float32).reshape(3)
-  except (TypeError, ValueError) as e:
-    raise base.DataError(
-        f'background must be 3 numbers in [0, 1], got {background!r}.') from e
-  if not np.all((color >= 0) & (color <= 1)):
-    raise base.DataError(
-        f'background must be 3 numbers in [0, 1], got {background!r}.')
-  return color
-
-
-def check_positive_int(value, name, minimum=1):
-  """Returns `value` as int; raises `DataError` unless an int >= minimum."""
-  if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
-      or value < minimum):
-    raise base.DataError(f'{name} must be an integer >= {minimum}, got '
-                         f'{value!r}.')
-  return int(value)
 
 
 def is_number(value):
@@ -62,6 +43,16 @@ def get_number(meta, key, default, where, positive=False):
     kind = 'a positive number' if positive else 'a number'
     raise base.DataError(f'{where}: "{key}" must be {kind}, got {value!r}.')
   return float(value)
+
+
+def scene_range(meta, where, default_near, default_far):
+  """(near, far) from a json's top-level keys, checked."""
+  near = get_number(meta, 'near', default_near, where)
+  far = get_number(meta, 'far', default_far, where)
+  if near < 0 or far <= near:
+    raise base.DataError(
+        f'{where}: need 0 <= "near" < "far", got near={near}, far={far}.')
+  return near, far
 
 
 def get_frames(meta, json_path):
@@ -180,3 +171,126 @@ def appearance_values(frame, where):
     raise base.DataError(
         f'{where}: "appearance" must be [theta, s, g], got {value!r}.')
   return np.asarray(value, np.float32)
+
+
+def _all_or_none(frames, key, where):
+  """Whether the frames carry `key`; raises unless all or none of them do."""
+  flags = [key in frame for frame in frames]
+  if any(flags) and not all(flags):
+    first = frames[flags.index(False)]['file_path']
+    raise base.DataError(
+        f'{where}: some frames have "{key}" and frame {first!r} does not; '
+        'give it to every frame of the split or to none.')
+  return any(flags)
+
+
+def _read_view(meta, frame, folder, factor, where):
+  """What one frame entry says of its view, at the image's full size.
+
+  Returns:
+    pose: f32[4, 4] camera-to-world.
+    image_path: the image file.
+    rgb: f32[H, W, 3] straight color.
+    alpha: f32[H, W], or None when the image has no alpha channel.
+    intrinsics: f32[4] for the full-size image (see `frame_intrinsics`).
+    own: whether the frame carries intrinsics of its own.
+  """
+  pose = parse_pose(frame['transform_matrix'], where)
+  image_path = resolve_image(folder, frame['file_path'], where)
+  rgb, alpha = image_io.read_image(image_path)
+  height, width = rgb.shape[:2]
+  if height < factor or width < factor:
+    raise base.DataError(f'{where}: image {width}x{height} is smaller '
+                         f'than the downsampling factor {factor}.')
+  intrinsics, own = frame_intrinsics(meta, frame, width, height, where)
+  return pose, image_path, rgb, alpha, intrinsics, own
+
+
+def _check_same_size(first, image_path, size, where):
+  """(size, path) of a split's first image that uses the global intrinsics.
+
+  Args:
+    first: None, or what this returned for an earlier image.
+    image_path: this image, which also uses the global intrinsics.
+    size: (height, width) of this image.
+    where: frame description for error messages.
+  Raises:
+    DataError: when `size` differs from the first image's.
+  """
+  if first is None:
+    return size, image_path
+  if size != first[0]:
+    (height, width), (first_h, first_w) = size, first[0]
+    raise base.DataError(
+        f'{where}: image {image_path} is {width}x{height} but '
+        f'{first[1]} is {first_w}x{first_h}; images of '
+        'a split must share one size unless frames give their own '
+        'intrinsics ("fl_x", "fl_y", "cx", "cy", "w", "h").')
+  return first
+
+
+def _load_depth(folder, frame, shape, where):
+  """f32[H, W]: a frame's `depth_file_path`, checked against the image."""
+  path = os.path.normpath(os.path.join(folder, frame['depth_file_path']))
+  if not os.path.isfile(path):
+    raise base.DataError(f'{where}: depth file {path} does not exist; fix '
+                         '"depth_file_path".')
+  try:
+    depth = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise base.DataError(f'{where}: cannot read depth file {path}: {e}') from e
+  if depth.shape != shape:
+    raise base.DataError(
+        f'{where}: depth {path} has shape {depth.shape} but the image is '
+        f'{shape}; they must match.')
+  return depth.astype(np.float32)
+
+
+def load_frames(meta, frames, folder, where, background, factor, near, far):
+  """Reads frame entries into `Frames` whose ids are still the file ids.
+
+  Args:
+    meta: dict, top level of the transforms json (global intrinsics).
+    frames: list of frame dicts (see `get_frames`).
+    folder: folder that `file_path`s are relative to.
+    where: name of the json for error messages.
+    background: f32[3], color to composite on.
+    factor: int downsampling factor (box average).
+    near: near distance of the split.
+    far: far distance of the split.
+  Returns:
+    `base.Frames`; `appearance_ids` i32[N] are the files' `appearance_id`s
+    (-1 where absent), to be turned into code rows by `base.assign_codes`.
+  """
+  has_depth = _all_or_none(frames, 'depth_file_path', where)
+  has_look = _all_or_none(frames, 'appearance', where)
+  images, alphas, poses, intrinsics, ids, names = [], [], [], [], [], []
+  depths, appearances, any_alpha, first = [], [], False, None
+  for i, frame in enumerate(frames):
+    frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
+    pose, image_path, rgb, alpha, intr, own = _read_view(
+        meta, frame, folder, factor, frame_where)
+    if not own:
+      first = _check_same_size(first, image_path, rgb.shape[:2], frame_where)
+    any_alpha = any_alpha or alpha is not None
+    alpha = np.ones(rgb.shape[:2], np.float32) if alpha is None else alpha
+    if has_depth:
+      depth = _load_depth(folder, frame, rgb.shape[:2], frame_where)
+      depths.append(image_io.downsample_depth(depth, factor))
+    if has_look:
+      appearances.append(appearance_values(frame, frame_where))
+    images.append(image_io.box_downsample(
+        image_io.composite(rgb, alpha, background), factor))
+    alphas.append(image_io.box_downsample(alpha, factor))
+    poses.append(pose)
+    intrinsics.append(intr / factor)
+    ids.append(appearance_id(frame, frame_where))
+    names.append(os.path.relpath(image_path, folder))
+  return base.Frames(
+      images=images, alphas=alphas if any_alpha else None,
+      poses=np.asarray(poses, np.float32).reshape(-1, 4, 4),
+      intrinsics=np.asarray(intrinsics, np.float32).reshape(-1, 4),
+      appearance_ids=np.asarray(ids, np.int32).reshape(-1),
+      names=names, near=float(near), far=float(far),
+      depths=depths if has_depth else None,
+      appearances=np.stack(appearances) if has_look else None)

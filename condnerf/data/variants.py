@@ -13,7 +13,8 @@ Owns the transform, the seeded sampling of appearances, writing a variant
 dataset in the Blender format (`make_variants`: per-frame `appearance_id` and
 `appearance`, top-level `appearances`, `variants_seed`, `variants_source`) and
 rendering the ground truth of any source view under any appearance
-(`variant_image`, `ground_truth_images`). Reading datasets is `blender`'s job.
+(`variant_image`, `ground_truth_images`). Reading datasets is `blender`'s job;
+checking the output folder and spreading ids over frames `dataset_writing`'s.
 """
 
 import os
@@ -24,7 +25,7 @@ from PIL import Image
 
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
-from condnerf.data import blender
+from condnerf.data import dataset_writing
 from condnerf.data import image_io
 from condnerf.data import transforms_json
 
@@ -151,8 +152,8 @@ def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
     list of f32[H, W, 3] composited images.
   """
   src = os.fspath(src)
-  background = transforms_json.check_background(background)
-  factor = transforms_json.check_positive_int(factor, 'factor')
+  background = base.check_background(background)
+  factor = base.check_positive_int(factor, 'factor')
   json_path, _, frames = _read_split(src, split)
   if max_frames:
     frames = frames[:max_frames]
@@ -167,12 +168,6 @@ def ground_truth_images(src, split, appearance, background=(1.0, 1.0, 1.0),
   return images
 
 
-def balanced_ids(rng, num_frames, num_appearances):
-  """i32[num_frames]: a shuffled, as-even-as-possible use of every id."""
-  ids = np.arange(num_frames) % num_appearances
-  return rng.permutation(ids).astype(np.int32)
-
-
 def _inside(folder, file_path, where):
   """`file_path` relative to `folder`; refuses paths that leave it."""
   rel = os.path.relpath(file_path, folder)
@@ -183,21 +178,102 @@ def _inside(folder, file_path, where):
   return rel
 
 
-def check_out(src, out, overwrite):
-  """Refuses an output folder that holds data (or contains `src`)."""
-  if src is not None:
-    real_src, real_out = os.path.realpath(src), os.path.realpath(out)
-    if real_out == real_src or real_src.startswith(real_out + os.sep):
+def _read_sources(src, num_appearances):
+  """Dict split -> (json path, meta, frames) of a source dataset, checked.
+
+  Raises:
+    DataError: when the source already is a variant dataset, or has fewer
+      training frames than `num_appearances`.
+  """
+  splits = {}
+  for split in base.SPLITS:
+    json_path = os.path.join(src, f'transforms_{split}.json')
+    if split == 'val' and not os.path.isfile(json_path):
+      continue
+    meta = image_io.read_json(json_path)
+    frames = transforms_json.get_frames(meta, json_path)
+    if 'appearances' in meta or any('appearance' in f for f in frames):
       raise base.DataError(
-          f'out {out} is or contains the source {src}; choose another '
-          'folder.')
-  if os.path.exists(out):
-    if not os.path.isdir(out):
-      raise base.DataError(f'out {out} exists and is not a folder.')
-    if os.listdir(out) and not overwrite:
-      raise base.DataError(
-          f'out {out} is not empty; choose an empty folder, or pass '
-          'overwrite=True (--overwrite) to replace it.')
+          f'{json_path} already is an appearance-variant dataset; make '
+          'variants of its source (variants_source) instead.')
+    splits[split] = (json_path, meta, frames)
+  num_train = len(splits['train'][2])
+  if num_train < num_appearances:
+    raise base.DataError(
+        f'{src} has {num_train} training frames, fewer than num_appearances='
+        f'{num_appearances}; every appearance must occur in training.')
+  return splits
+
+
+def _copy_depth(src, tmp, frame, where):
+  """Copies a frame's `depth_file_path` file to the same place in `tmp`."""
+  depth = os.path.join(src, frame['depth_file_path'])
+  if not os.path.isfile(depth):
+    raise base.DataError(f'{where}: depth file {depth} does not exist.')
+  target = os.path.join(tmp, _inside(src, os.path.normpath(depth), where))
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  shutil.copyfile(depth, target)
+
+
+def _write_frame(src, tmp, frame, look, written, where, suffix):
+  """Writes one frame's variant image (and depth) into `tmp`.
+
+  Args:
+    src: source dataset folder.
+    tmp: folder being written.
+    frame: the source frame entry.
+    look: f32[3], the frame's appearance (theta, s, g).
+    written: set of image paths (relative to `tmp`) written so far; updated.
+    where: frame description for error messages.
+    suffix: added to the image name when another frame already wrote it.
+  Returns:
+    The new frame entry: a copy of `frame`, its `file_path` changed when the
+    image got `suffix`.
+  """
+  new = dict(frame)
+  image = transforms_json.resolve_image(src, frame['file_path'], where)
+  rel = _inside(src, image, where)
+  if rel in written:  # An image shared by two frames: keep both looks.
+    stem, ext = os.path.splitext(rel)
+    rel = f'{stem}{suffix}{ext}'
+    new['file_path'] = './' + rel
+  written.add(rel)
+  target = os.path.join(tmp, rel)
+  os.makedirs(os.path.dirname(target), exist_ok=True)
+  Image.fromarray(variant_rgba(_read_rgba(image), look)).save(target,
+                                                              format='PNG')
+  if 'depth_file_path' in frame:
+    _copy_depth(src, tmp, frame, where)
+  return new
+
+
+def _write_split(src, tmp, split, source, ids, table, written):
+  """Writes one split's images into `tmp`; returns its new json content.
+
+  Args:
+    src: source dataset folder.
+    tmp: folder being written.
+    split: the split's name.
+    source: (json path, meta, frames) of the source split.
+    ids: i32[N] appearance id of every frame.
+    table: f32[num_appearances, 3] appearances.
+    written: set of image paths written so far (see `_write_frame`).
+  Returns:
+    The source meta with the new `frames` (gaining `appearance_id` and
+    `appearance`) and the `appearances` table.
+  """
+  json_path, meta, frames = source
+  new_frames = []
+  for i, (frame, code) in enumerate(zip(frames, ids.tolist())):
+    new = _write_frame(src, tmp, frame, table[code], written,
+                       f'{json_path} frame {i}', f'_{split}{i}')
+    new['appearance_id'] = code
+    new['appearance'] = [float(v) for v in table[code]]
+    new_frames.append(new)
+  new_meta = dict(meta)
+  new_meta['frames'] = new_frames
+  new_meta['appearances'] = table.astype(float).tolist()
+  return new_meta
 
 
 def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
@@ -229,65 +305,18 @@ def make_variants(src, out, seed=0, num_appearances=8, overwrite=False):
   src, out = os.fspath(src), os.fspath(out)
   if not os.path.isdir(src):
     raise base.DataError(f'Source dataset folder {src} does not exist.')
-  num_appearances = transforms_json.check_positive_int(num_appearances,
-                                               'num_appearances')
-  check_out(src, out, overwrite)
-  splits = {}
-  for split in blender.SPLITS:
-    json_path = os.path.join(src, f'transforms_{split}.json')
-    if split == 'val' and not os.path.isfile(json_path):
-      continue
-    meta = image_io.read_json(json_path)
-    frames = transforms_json.get_frames(meta, json_path)
-    if 'appearances' in meta or any('appearance' in f for f in frames):
-      raise base.DataError(
-          f'{json_path} already is an appearance-variant dataset; make '
-          'variants of its source (variants_source) instead.')
-    splits[split] = (json_path, meta, frames)
-  num_train = len(splits['train'][2])
-  if num_train < num_appearances:
-    raise base.DataError(
-        f'{src} has {num_train} training frames, fewer than num_appearances='
-        f'{num_appearances}; every appearance must occur in training.')
-
+  num_appearances = base.check_positive_int(num_appearances, 'num_appearances')
+  dataset_writing.check_out(src, out, overwrite)
+  splits = _read_sources(src, num_appearances)
   table = sample_appearances(num_appearances, seed)
   rng = np.random.default_rng([seed, 1])
   with workdir_lib.staged_dir(out) as tmp:
     written = set()
-    for split, (json_path, meta, frames) in splits.items():
-      ids = balanced_ids(rng, len(frames), num_appearances)
-      new_frames = []
-      for i, (frame, code) in enumerate(zip(frames, ids.tolist())):
-        where = f'{json_path} frame {i}'
-        new = dict(frame)
-        image = transforms_json.resolve_image(src, frame['file_path'], where)
-        rel = _inside(src, image, where)
-        if rel in written:  # An image shared by two frames: keep both looks.
-          stem, ext = os.path.splitext(rel)
-          rel = f'{stem}_{split}{i}{ext}'
-          new['file_path'] = './' + rel
-        written.add(rel)
-        target = os.path.join(tmp, rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        Image.fromarray(variant_rgba(_read_rgba(image), table[code])).save(
-            target, format='PNG')
-        if 'depth_file_path' in frame:
-          depth = os.path.join(src, frame['depth_file_path'])
-          if not os.path.isfile(depth):
-            raise base.DataError(f'{where}: depth file {depth} does not '
-                                 'exist.')
-          target = os.path.join(tmp, _inside(src, os.path.normpath(depth),
-                                             where))
-          os.makedirs(os.path.dirname(target), exist_ok=True)
-          shutil.copyfile(depth, target)
-        new['appearance_id'] = code
-        new['appearance'] = [float(v) for v in table[code]]
-        new_frames.append(new)
-      new_meta = dict(meta)
-      new_meta['frames'] = new_frames
-      new_meta['appearances'] = table.astype(float).tolist()
-      new_meta['variants_seed'] = int(seed)
-      new_meta['variants_source'] = os.path.abspath(src)
-      workdir_lib.write_json(os.path.join(tmp, os.path.basename(json_path)),
-                             new_meta, sort_keys=False)
+    for split, source in splits.items():
+      ids = dataset_writing.balanced_ids(rng, len(source[2]), num_appearances)
+      meta = _write_split(src, tmp, split, source, ids, table, written)
+      meta['variants_seed'] = int(seed)
+      meta['variants_source'] = os.path.abspath(src)
+      workdir_lib.write_json(os.path.join(tmp, os.path.basename(source[0])),
+                             meta, sort_keys=False)
   return out

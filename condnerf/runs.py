@@ -36,7 +36,6 @@ from condnerf.configs import base
 from condnerf.configs import demo as demo_config
 from condnerf.data import chair_files
 from condnerf.data import materials as materials_lib
-from condnerf.data import procedural
 from condnerf.data import variants
 
 SMALL_ENV = 'CONDNERF_NOTEBOOK_SMALL'
@@ -113,8 +112,9 @@ class Run:
     experiment: `experiment_lib.Experiment` built from the run's config.
     state: the restored `train_lib.TrainState`.
     note: one line saying where the run came from.
-    metrics: the final evaluation when the run was trained here (see
-      `evaluators.image_metrics`), else None.
+    metrics: the final evaluations when the run was trained here, evaluator
+      name -> results (`metrics['eval']['psnr']`; see `evaluators`), else
+      None.
   """
   workdir: str
   experiment: Any

@@ -1,11 +1,13 @@
 """Training: state, the data-parallel step, and the train-and-evaluate loop.
 
-Owns `TrainState`, `make_loss_fn`, `make_train_step` and
-`train_and_evaluate`. The step is a per-device function mapped with
-`jax.shard_map` over the ('data',) mesh and reduced with one `lax.pmean`,
-wrapped in `jax.jit`. The loop says what happens each step; when to log,
-check, checkpoint and stop is in `train_hooks`, and the config becomes an
-`Experiment` in `experiment`.
+Owns `TrainState`, `make_train_step`, `StepRunner` and
+`train_and_evaluate`. The step differentiates the objective of `losses`
+(`make_loss_fn`); it is a per-device function mapped with `jax.shard_map`
+over the ('data',) mesh and reduced with one `lax.pmean`, wrapped in
+`jax.jit`. The loop says what happens each step (`StepRunner`); when to
+log, check, checkpoint and stop is in `train_hooks`, the config becomes an
+`Experiment` in `experiment`, and the evaluators at the end are those
+`config.evals` names (`evaluators.build`).
 """
 
 import contextlib
@@ -26,18 +28,16 @@ import optax
 from condnerf import checkpointing
 from condnerf import codes as codes_lib
 from condnerf import divergence
+from condnerf import evaluators
 from condnerf import images
-from condnerf import losses
 from condnerf import metrics as metrics_lib
 from condnerf import parallel
-from condnerf import rendering
 from condnerf import structs
 from condnerf import train_clock
 from condnerf import train_hooks
 from condnerf import workdir as workdir_lib
 from condnerf import writers
 from condnerf.data import sampler as sampler_lib
-from condnerf.evaluators import image_metrics
 
 
 # Kept here too: callers catch train_lib.TrainingDivergedError.
@@ -95,122 +95,6 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
                     opt_state=opt_state)
 
 
-def make_loss_fn(model, coarse_loss_weight, interlevel_loss_weight,
-                 code_prior_weight, residual_weight=0.0,
-                 palette_entropy_weight=0.0, palette_usage_weight=0.0,
-                 palette_usage_until=0.0, palette_entropy_from=0.0,
-                 palette_assignment_weight=0.0, palette_assignment_from=0.0,
-                 total_steps=1, normal_weight=0.0, light_prior_weight=0.0,
-                 light_anchor=None):
-  """`loss_fn(trainable, batch, noise, background, step) -> (loss, metrics)`.
-
-  The loss of one device's share of the batch.
-
-  Args:
-    model: unbound `models.ConditionalNeRF`.
-    coarse_loss_weight: photometric weight of non-final colored levels.
-    interlevel_loss_weight: weight of the proposal loss (proposal sampler).
-    code_prior_weight: weight of the L2 code prior.
-    residual_weight: palette head: weight of its residual's squared size.
-    palette_entropy_weight: palette head: weight of the entropy of its
-      palette weights (pushes each point towards one entry).
-    palette_usage_weight: palette head: weight of `losses.palette_usage`
-      (keeps the batch from using one entry for everything) at the start.
-    palette_usage_until: it decays linearly to 0 by this share of training
-      (0 = constant): even use breaks the symmetry between entries early,
-      then each part settles on the entries that fit it.
-    palette_entropy_from: the entropy weight ramps in linearly from this
-      share of training to the end (0 = constant): sharpening too early
-      lets one entry take every part.
-    palette_assignment_weight: palette head: weight of
-      `losses.palette_assignment` (pulls each opaque pixel's weights towards
-      the entry whose color fits it), from the share
-      `palette_assignment_from` of training on (once palettes mean
-      something).
-    total_steps: the run's steps (training progress when no wall-clock
-      budget gives it).
-    normal_weight: shaded head with predicted normals: weight of their
-      squared gap to the density field's normals (both are trained).
-    light_prior_weight: shaded head: weight of `losses.light_prior`, the
-      pull of the light codes towards `light_anchor` f32[num_codes, 9, 3]
-      (their start).
-  Returns:
-    The loss function `loss_fn(trainable, batch, noise, background=None,
-    step=0, progress=None)`; `trainable` is {'params', 'codes'}, `batch` a
-    `structs.Batch`, `step` i32[] the step count, `progress` None or f32[]
-    the share of training done (see `optim.make_schedule`), `noise` None or
-    f32[num_rays, noise_dim], and
-    `background` None (the scene's background) or f32[num_rays, 3]: each
-    ray's target and rendering are both re-composited on this color, using
-    `batch.alpha` and the rendered opacity. A background the model cannot
-    predict leaves it no way to paint it into empty space.
-  """
-  colored = model.colored_levels()
-
-  def loss_fn(trainable, batch, noise, background=None, step=0,
-              progress=None):
-    ray_codes = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
-    outputs = model.apply({'params': trainable['params']}, batch.rays,
-                          ray_codes, noise)
-    scene_bg = jnp.asarray(model.background, jnp.float32)
-
-    def on_background(rgb, acc):
-      if background is None:
-        return rgb
-      return rendering.swap_background(rgb, acc, scene_bg, background)
-
-    def color(output):
-      return on_background(output.rgb, output.acc)
-
-    target = on_background(batch.rgb, batch.alpha)
-    final = outputs[-1]
-    mse = losses.photometric(color(final), target, batch.weight)
-    loss = mse
-    for i in colored[:-1]:
-      loss += coarse_loss_weight * losses.photometric(
-          color(outputs[i]), target, batch.weight)
-    proposals = [(o.tdist, o.weights) for i, o in enumerate(outputs)
-                 if i not in colored]
-    if proposals:
-      loss += interlevel_loss_weight * losses.interlevel(
-          final.tdist, final.weights, proposals, batch.weight)
-    if code_prior_weight:
-      loss += code_prior_weight * losses.code_prior(
-          trainable['codes'], batch.rays.code_ids, batch.weight)
-    if light_prior_weight:
-      loss += light_prior_weight * losses.light_prior(
-          trainable['codes'], light_anchor, batch.rays.code_ids,
-          batch.weight)
-    done = step / total_steps if progress is None else progress
-    usage_scale = (jnp.maximum(0.0, 1.0 - done / palette_usage_until)
-                   if palette_usage_until else 1.0)
-    entropy_scale = (jnp.clip((done - palette_entropy_from) /
-                              (1.0 - palette_entropy_from), 0.0, 1.0)
-                     if palette_entropy_from else 1.0)
-    for i in colored:
-      extras = outputs[i].extras or {}
-      for name, weight, scale in (
-          ('residual', residual_weight, 1.0),
-          ('entropy', palette_entropy_weight, entropy_scale),
-          ('normal_error', normal_weight, 1.0)):
-        if name in extras and weight:
-          loss += weight * scale * losses.weighted_mean(extras[name],
-                                                        batch.weight)
-      if 'usage' in extras and palette_usage_weight:
-        loss += palette_usage_weight * usage_scale * losses.palette_usage(
-            extras['usage'], batch.weight)
-      if 'log_weights' in extras and palette_assignment_weight:
-        acc = jax.lax.stop_gradient(outputs[i].acc)
-        opaque = batch.weight * ((batch.alpha > 0.99) & (acc > 0.99))
-        loss += palette_assignment_weight * (
-            done >= palette_assignment_from) * losses.palette_assignment(
-                extras['log_weights'], outputs[i].weights, extras['usage'],
-                ray_codes['palette'], batch.rgb, opaque)
-    return loss, {'loss': loss, 'mse': mse}
-
-  return loss_fn
-
-
 def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
                     random_background=False):
   """Jitted `train_step(state, batch, key, progress=None) -> (state, metrics)`.
@@ -263,18 +147,84 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
   def train_step(state, batch, key, progress=None):
     noise = background = None
     if randomized:
-      noise = jax.random.uniform(key, (batch.rgb.shape[0], noise_dim))
-      noise = lax.with_sharding_constraint(noise, parallel.data_sharding(mesh))
+      noise = _draw(key, (batch.rgb.shape[0], noise_dim), mesh)
     if random_background:
-      background = jax.random.uniform(jax.random.fold_in(key, 1),
-                                      batch.rgb.shape)
-      background = lax.with_sharding_constraint(
-          background, parallel.data_sharding(mesh))
+      background = _draw(jax.random.fold_in(key, 1), batch.rgb.shape, mesh)
     if progress is not None:
       progress = jnp.asarray(progress, jnp.float32)
     return mapped(state, batch, noise, background, progress)
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def _draw(key, shape, mesh):
+  """f32[shape] uniform in [0, 1), drawn whole and split over the mesh."""
+  return lax.with_sharding_constraint(jax.random.uniform(key, shape),
+                                      parallel.data_sharding(mesh))
+
+
+class StepRunner:
+  """Takes training steps one at a time: the sampler, per-step keys, and one
+  step in flight.
+
+  The batch of step s is `sampler.batch(s)` and its key
+  `fold_in(train_key, s)`, so a run resumed at any step draws what an
+  uninterrupted one would. The training loop and the benchmark's `Trainer`
+  step through this.
+
+  Attributes:
+    step: the number of steps taken (the next step's index).
+    sampler: `data.sampler.RaySampler` of the training split.
+  """
+
+  def __init__(self, exp, train_key, start=0, step_fn=None, prefetch=True,
+               seed=None):
+    """Args:
+      exp: `experiment.Experiment`.
+      train_key: the run's training key.
+      start: the step to continue from.
+      step_fn: the step to call (default `exp.train_step`; the benchmark
+        passes its compiled one).
+      prefetch: prepare the next batch while a step runs (training); False
+        leaves it to `prepare` or the next call (per-step timings).
+      seed: the sampler's seed (default `config.seed`).
+    """
+    self.exp, self.train_key, self.step = exp, train_key, start
+    self.step_fn = exp.train_step if step_fn is None else step_fn
+    self.prefetch = prefetch
+    self.sampler = sampler_lib.RaySampler(
+        exp.scene.train, exp.config.train.batch_size,
+        exp.config.seed if seed is None else seed, jax.process_index(),
+        jax.process_count())
+    self._next = None
+
+  def batch(self, step):
+    """`structs.Batch` of step `step`, sharded over the mesh."""
+    return parallel.shard_batch(self.sampler.batch(step), self.exp.mesh)
+
+  def prepare(self):
+    """Makes the next step's batch now and waits until it is on the devices
+    (so that a timed call times the step alone); returns it."""
+    if self._next is None:
+      self._next = jax.block_until_ready(self.batch(self.step))
+    return self._next
+
+  def __call__(self, state, progress=None):
+    """Takes step `self.step`; returns (state, metrics) once it is done.
+
+    Only one step is ever in flight: queuing many steps of a multi-device
+    program can deadlock XLA:CPU's collectives (devices share one thread
+    pool), and the wait costs nothing once the next batch is ready.
+    """
+    batch = self._next if self._next is not None else self.batch(self.step)
+    state, metrics = self.step_fn(
+        state, batch, jax.random.fold_in(self.train_key, self.step), progress)
+    self._next = None
+    if self.prefetch and self.step + 1 < self.exp.config.train.steps:
+      self._next = self.batch(self.step + 1)
+    jax.block_until_ready((state, metrics) if not self.prefetch else metrics)
+    self.step += 1
+    return state, metrics
 
 
 def train_and_evaluate(config, workdir, experiment=None,
@@ -288,12 +238,14 @@ def train_and_evaluate(config, workdir, experiment=None,
 
   Args:
     config: the resolved ConfigDict.
-    workdir: output folder (checkpoints, metrics.jsonl, tb/, val/, eval/).
+    workdir: output folder (checkpoints, metrics.jsonl, tb/, val/, and one
+      folder per evaluator of `config.evals`, such as eval/).
     experiment: an `Experiment` for this config (built if None).
     allow_config_change: resume with a config that differs from the
       recorded one (the old one is kept in config.json's history).
   Returns:
-    dict of the final evaluation metrics (see `evaluators.image_metrics`).
+    dict evaluator name -> its results (`results['eval']['psnr']`; see
+    `evaluators`).
   Raises:
     divergence.TrainingDivergedError: the run diverged (the last good
       checkpoint is kept).
@@ -314,28 +266,15 @@ def train_and_evaluate(config, workdir, experiment=None,
         max_to_keep=config.train.keep_checkpoints)
     writer = None
     try:
-      state, restored = experiment_lib.restore_or_init(exp, ckpt, init_key)
-      start = int(jax.device_get(state.step))
-      workdir_lib.record_config(
-          workdir, json.loads(config.to_json()), start if restored else None,
-          allow_config_change, write=is_main)
-      if restored and is_main:
-        writers.drop_rows_after(workdir, start)
-        train_hooks.say(f'Resumed from step {start} of {config.train.steps} '
-                        f'in {ckpt.directory}.')
+      state = _start(exp, ckpt, workdir, init_key, allow_config_change)
       writer = writers.MetricWriter(workdir, enabled=is_main)
       try:
         state = _train_loop(exp, state, ckpt, writer, workdir, train_key)
       except divergence.TrainingDivergedError as e:
         train_hooks.discard_suspect(ckpt, e.first_suspect)
         raise
-      evaluator = image_metrics.Evaluator(exp, split=config.eval.split,
-                                          max_images=config.eval.max_images,
-                                          save_images=config.eval.save_images)
-      results = evaluator.run(state, os.path.join(workdir, 'eval'))
-      writer.write_scalars(int(jax.device_get(state.step)),
-                           {'psnr': results['psnr'], 'ssim': results['ssim']},
-                           split='eval')
+      results = evaluators.run(evaluators.build(config, exp), state, workdir)
+      _write_eval_scalars(writer, int(jax.device_get(state.step)), results)
     finally:
       if writer is not None:
         writer.close()
@@ -343,49 +282,62 @@ def train_and_evaluate(config, workdir, experiment=None,
   return results
 
 
+def _start(exp, ckpt, workdir, init_key, allow_config_change):
+  """The state to train from (restored or new), with the config recorded."""
+  from condnerf import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  is_main = jax.process_index() == 0
+  state, restored = experiment_lib.restore_or_init(exp, ckpt, init_key)
+  start = int(jax.device_get(state.step))
+  workdir_lib.record_config(
+      workdir, json.loads(exp.config.to_json()), start if restored else None,
+      allow_config_change, write=is_main)
+  if restored and is_main:
+    writers.drop_rows_after(workdir, start)
+    train_hooks.say(f'Resumed from step {start} of {exp.config.train.steps} '
+                    f'in {ckpt.directory}.')
+  return state
+
+
+def _write_eval_scalars(writer, step, results):
+  """Logs each evaluator's image metrics under its name (split 'eval')."""
+  for name, result in results.items():
+    scalars = {k: result[k] for k in ('psnr', 'ssim', 'lpips')
+               if isinstance(result.get(k), float)}
+    if scalars:
+      writer.write_scalars(step, scalars, split=name)
+
+
 def _train_loop(exp, state, ckpt, writer, workdir, train_key):
-  """Steps until train.steps or train.minutes; returns the final state."""
-  config = exp.config
-  tc = config.train
-  writer.write_hparams(json.loads(config.to_json()))
-  sampler = sampler_lib.RaySampler(exp.scene.train, tc.batch_size, config.seed,
-                                   jax.process_index(), jax.process_count())
-  step = start = int(jax.device_get(state.step))
-  clock = train_clock.TrainClock(tc.steps, tc.minutes,
-                                 train_clock.read_clock(workdir, start),
-                                 sync_every=tc.log_every)
-  if clock.budget and start:
+  """Steps until train.steps or train.minutes; returns the final state.
+
+  Each pass is one step (`StepRunner`); the periodic actions (log, check,
+  checkpoint, validate, stop on a signal) are `train_hooks`', and the
+  checkpoints and validations are kept off the training clock.
+  """
+  tc = exp.config.train
+  writer.write_hparams(json.loads(exp.config.to_json()))
+  runner = StepRunner(exp, train_key, start=int(jax.device_get(state.step)))
+  clock = train_clock.TrainClock(
+      tc.steps, tc.minutes, train_clock.read_clock(workdir, runner.step),
+      sync_every=tc.log_every)
+  if clock.budget and runner.step:
     logging.info('Resuming with %.1f of %.1f training minutes used.',
                  clock.seconds / 60.0, tc.minutes)
   guard = divergence.DivergenceGuard(**tc.guard.to_dict())
-  log = train_hooks.StepLog(writer, tc, clock, start)
+  log = train_hooks.StepLog(writer, tc, clock, runner.step)
   save = functools.partial(train_hooks.save, ckpt, guard, workdir, clock)
-  batch = parallel.shard_batch(sampler.batch(step), exp.mesh)
   # The clock starts after the first step (compilation) of this session.
   with train_hooks.StopSignals() as stop:
-    while not clock.done(step):
-      state, step_metrics = exp.train_step(
-          state, batch, jax.random.fold_in(train_key, step),
-          clock.progress(step))
-      # Prepare the next batch while this step runs, then wait for the step:
-      # one step in flight at a time. Queuing many steps of a multi-device
-      # program can deadlock XLA:CPU's collectives (devices share one thread
-      # pool), and the wait costs nothing once the batch is ready.
-      if step + 1 < tc.steps:
-        batch = parallel.shard_batch(sampler.batch(step + 1), exp.mesh)
-      jax.block_until_ready(step_metrics)
-      step += 1
+    while not clock.done(runner.step):
+      state, step_metrics = runner(state, clock.progress(runner.step))
+      step = runner.step
       clock.sync(step)
       log.add(step, step_metrics)
       if step % tc.log_every == 0 or step == tc.steps:
         log.write(guard, step)
       clock.pause()
-      if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-        log.observe(guard)
-        save(state, step)
-      if tc.val_every and step % tc.val_every == 0:
-        _validate(exp, state, step, workdir, writer,
-                  jax.process_index() == 0)
+      _checkpoint_and_validate(exp, state, step, log, guard, save, writer,
+                               workdir)
       clock.resume()
       if stop.requested(step, tc.log_every):
         log.observe(guard)
@@ -393,14 +345,25 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
   clock.pause()
   log.close()
   log.observe(guard)
-  if ckpt.latest_step() != step:
-    save(state, step, force=True)
+  if ckpt.latest_step() != runner.step:
+    save(state, runner.step, force=True)
   ckpt.wait_until_finished()
   writer.flush()
-  if clock.budget and step < tc.steps:
+  if clock.budget and runner.step < tc.steps:
     logging.info('Time budget of %.1f min used at step %d of %d.',
-                 tc.minutes, step, tc.steps)
+                 tc.minutes, runner.step, tc.steps)
   return state
+
+
+def _checkpoint_and_validate(exp, state, step, log, guard, save, writer,
+                             workdir):
+  """The periodic actions off the training clock: checkpoint, validate."""
+  tc = exp.config.train
+  if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+    log.observe(guard)
+    save(state, step)
+  if tc.val_every and step % tc.val_every == 0:
+    _validate(exp, state, step, workdir, writer, jax.process_index() == 0)
 
 
 def _validate(exp, state, step, workdir, writer, is_main):

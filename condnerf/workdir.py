@@ -40,7 +40,7 @@ _HISTORY = '_history'  # key of config.json holding earlier versions.
 
 # Config keys that say how a run is watched, not what it trains: they may
 # change when a run is resumed without --allow_config_change.
-RESUME_FREE_KEYS = ('eval.', 'render.', 'edit.', 'train.log_every',
+RESUME_FREE_KEYS = ('eval.', 'evals.', 'render.', 'edit.', 'train.log_every',
                     'train.checkpoint_every', 'train.keep_checkpoints',
                     'train.val_every')
 

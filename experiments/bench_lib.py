@@ -20,7 +20,6 @@ import jaxlib
 import numpy as np
 
 from condnerf import metrics as metrics_lib
-from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
 from condnerf.configs import common
@@ -116,35 +115,33 @@ def median_seconds(fn, repeats):
 class Trainer:
   """A state and its compiled train step, stepped one step at a time.
 
-  Keeps a `train_clock.TrainClock` of training time (steps and batch
-  preparation; compilation happens before): with `train.minutes` set, the
-  learning rate decays over that budget, as in `experiments.main`.
+  Steps through `train_lib.StepRunner` (the training loop's batches and
+  keys) and keeps a `train_clock.TrainClock` of training time (steps and
+  batch preparation; compilation happens before): with `train.minutes` set,
+  the learning rate decays over that budget, as in `experiments.main`.
   """
 
   def __init__(self, exp, seed):
     self.exp = exp
     self.batch_size = exp.config.train.batch_size
-    self.sampler = sampler_lib.RaySampler(
-        exp.scene.train, self.batch_size, seed, jax.process_index(),
-        jax.process_count())
-    init_key, self.train_key = jax.random.split(jax.random.key(seed))
+    init_key, train_key = jax.random.split(jax.random.key(seed))
     self.state = exp.init_state(init_key)
-    self.step = 0
     self.metrics = None
     self.clock = train_clock.TrainClock(exp.config.train.steps,
                                         exp.config.train.minutes)
+    self.runner = train_lib.StepRunner(exp, train_key, prefetch=False,
+                                       seed=seed)
     start = time.perf_counter()
     self.compiled = exp.train_step.lower(
-        self.state, self._batch(0), self._key(0),
-        self.clock.progress(0)).compile()
+        self.state, self.runner.prepare(),
+        jax.random.fold_in(train_key, 0), self.clock.progress(0)).compile()
     self.compile_seconds = time.perf_counter() - start
+    self.runner.step_fn = self.compiled
 
-  def _batch(self, step):
-    batch = parallel.shard_batch(self.sampler.batch(step), self.exp.mesh)
-    return jax.block_until_ready(batch)
-
-  def _key(self, step):
-    return jax.random.fold_in(self.train_key, step)
+  @property
+  def step(self):
+    """Steps taken."""
+    return self.runner.step
 
   def flops_per_ray(self):
     """XLA's flops of one device's step over that device's rays."""
@@ -162,22 +159,16 @@ class Trainer:
       list of per-step seconds, excluding batch preparation.
     """
     times = []
-    batch = self._batch(self.step)
     for _ in range(num_steps):
       if self.clock.done(self.step) or (
           until_seconds is not None and self.clock.shared >= until_seconds):
         break
       self.clock.resume()
+      self.runner.prepare()
       start = time.perf_counter()
-      self.state, self.metrics = self.compiled(
-          self.state, batch, self._key(self.step),
-          self.clock.progress(self.step))
-      # One step in flight: queued multi-device programs can deadlock
-      # XLA:CPU's collectives (see train_lib).
-      jax.block_until_ready((self.state, self.metrics))
+      self.state, self.metrics = self.runner(self.state,
+                                             self.clock.progress(self.step))
       times.append(time.perf_counter() - start)
-      self.step += 1
-      batch = self._batch(self.step)
       self.clock.pause()
       self.clock.sync(self.step)
     return times

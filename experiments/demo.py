@@ -29,7 +29,7 @@ from condnerf import runs
 from condnerf import train_lib
 from condnerf.edit import operations
 from condnerf.edit import scribbles
-from condnerf.evaluators import edit_benchmark
+from condnerf.evaluators import image_metrics
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(__file__), 'configs', 'demo.py'),
@@ -57,13 +57,14 @@ def scribble_mask(scene, view, count, seed):
   return mask
 
 
-def run_edits(config, workdir):
-  """The edit benchmark, then the blue-chair recolor through --mode=edit."""
-  exp, state = experiment_lib.load_trained(config, workdir)
-  report = edit_benchmark.Evaluator(
-      exp, view=config.edit.views[0], num_scribbles=config.edit.scribbles,
-      steps=config.edit.steps, seed=config.edit.seed).run(
-          state, os.path.join(workdir, 'edit'))
+def recolor_blue(config, workdir):
+  """The motivating edit through --mode=edit: the chair made blue from the
+  benchmark's scribbled pixels of one view.
+
+  Returns:
+    The edit's output folder.
+  """
+  exp, _ = experiment_lib.load_trained(config, workdir)
   mask_path = os.path.join(workdir, 'edit', 'scribble_mask.png')
   if jax.process_index() == 0:
     images.save_png(mask_path, scribble_mask(
@@ -73,8 +74,7 @@ def run_edits(config, workdir):
   with config.unlocked():
     config.edit.update(operation='recolor', name='recolor_blue',
                        mask=mask_path, color='#2f5cff', method=method)
-  recolor_dir = operations.run(config, workdir)
-  return report, recolor_dir
+  return operations.run(config, workdir)
 
 
 def report_table(report):
@@ -102,12 +102,14 @@ def main(argv):
   start = time.time()
   with config.unlocked():
     config.data.path = ensure_scene(config, workdir)
-  results = train_lib.train_and_evaluate(config, workdir)
-  report, recolor_dir = run_edits(config, workdir)
+  # Training ends with config.evals: the image metrics (eval/) and the edit
+  # benchmark (edit/).
+  evaluated = train_lib.train_and_evaluate(config, workdir)
+  results, report = evaluated['eval'], evaluated['edit']
+  recolor_dir = recolor_blue(config, workdir)
   minutes = (time.time() - start) / 60
-  print(f'\nDemo finished in {minutes:.1f} min. Test PSNR '
-        f"{results['psnr']:.2f} dB, SSIM {results['ssim']:.4f} over "
-        f"{results['num_images']} views.")
+  print(f'\nDemo finished in {minutes:.1f} min: '
+        f'{image_metrics.summary(results)}.')
   print(f'  metrics:       {workdir}/eval/metrics.json')
   print(f'  renders:       {workdir}/eval/rgb_*.png, depth_*.png, acc_*.png')
   print(f'  contact sheet: {workdir}/eval/contact_sheet.png')

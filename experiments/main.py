@@ -30,6 +30,7 @@ from condnerf import eval_lib
 from condnerf import parallel
 from condnerf import train_lib
 from condnerf.edit import operations
+from condnerf.evaluators import image_metrics
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file, optionally with :args.', lock_config=True)
@@ -82,9 +83,11 @@ def main(argv):
   else:
     print(f'Wrote {eval_lib.render_path(config, workdir)}')
     return
-  print(f"{workdir}: test PSNR {results['psnr']:.2f} dB, "
-        f"SSIM {results['ssim']:.4f} over {results['num_images']} images; "
-        f'see {workdir}/eval/')
+  for name, result in results.items():
+    if 'psnr' in result:  # image metrics.
+      print(f'{workdir}/{name}: {image_metrics.summary(result)}.')
+    else:
+      print(f'{workdir}/{name}: written.')
 
 
 if __name__ == '__main__':

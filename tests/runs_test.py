@@ -103,7 +103,7 @@ class TrainAndLoadTest(absltest.TestCase):
       self.assertFalse(os.path.isabs(config.data.path))
       trained = runs.train_run(config, 'run')
       self.assertEqual(trained.step, 2)
-      self.assertEqual(trained.metrics['num_images'], 2)
+      self.assertEqual(trained.metrics['eval']['num_images'], 2)
       self.assertEqual(trained.codes['appearance'].shape,
                        (2, config.codes.dim))
       self.assertEqual(trained.codes['palette'].shape,

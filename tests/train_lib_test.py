@@ -13,6 +13,7 @@ import numpy as np
 
 from condnerf import checkpointing
 from condnerf import experiment as experiment_lib
+from condnerf import losses
 from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
@@ -77,12 +78,12 @@ class TrainStepTest(parameterized.TestCase):
     state = exp.init_state(jax.random.key(0))
     batch = parallel.shard_batch(
         sampler_lib.RaySampler(scene.train, 64, seed=0).batch(0), exp.mesh)
-    losses = []
+    history = []
     for step in range(60):
       state, metrics = exp.train_step(state, batch, jax.random.key(step))
-      losses.append(float(metrics['loss']))
-    self.assertLess(losses[-1], 0.6 * losses[0])
-    self.assertTrue(np.all(np.isfinite(losses)))
+      history.append(float(metrics['loss']))
+    self.assertLess(history[-1], 0.6 * history[0])
+    self.assertTrue(np.all(np.isfinite(history)))
 
   @parameterized.parameters('hierarchical', 'proposal')
   def test_random_background_loss_equals_loss_on_that_background(self,
@@ -103,9 +104,9 @@ class TrainStepTest(parameterized.TestCase):
     for exp, background in ((white, np.tile(color, (64, 1))),
                             (colored, None)):
       batch = sampler_lib.RaySampler(exp.scene.train, 64, seed=0).batch(0)
-      loss_fn = train_lib.make_loss_fn(exp.model, 0.1, 1.0, 0.0)
+      loss_fn = losses.make_loss_fn(exp.model, losses.LossWeights())
       results.append(loss_fn(trainable, batch, None, background)[0])
-    plain = train_lib.make_loss_fn(white.model, 0.1, 1.0, 0.0)(
+    plain = losses.make_loss_fn(white.model, losses.LossWeights())(
         trainable, sampler_lib.RaySampler(white.scene.train, 64,
                                           seed=0).batch(0), None)[0]
     self.assertGreater(abs(float(plain) - float(results[1])), 1e-3)
@@ -132,6 +133,38 @@ class TrainStepTest(parameterized.TestCase):
     config.train.batch_size = 12
     with self.assertRaisesRegex(ValueError, 'divisible by the 8 devices'):
       experiment_lib.build_experiment(config, scene=scenes.tiny_scene())
+
+
+class StepRunnerTest(absltest.TestCase):
+
+  def test_runner_draws_the_batches_and_keys_a_manual_loop_does(self):
+    config = tiny_config()
+    config.train.steps = 4
+    exp = experiment_lib.build_experiment(config, scene=scenes.tiny_scene(),
+                                          mesh=scenes.small_mesh())
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    sampler = sampler_lib.RaySampler(exp.scene.train, 64, config.seed)
+    manual = exp.init_state(init_key)
+    for step in range(4):
+      manual, _ = exp.train_step(
+          manual, parallel.shard_batch(sampler.batch(step), exp.mesh),
+          jax.random.fold_in(train_key, step))
+    runs = {}
+    for name, prefetch, stop in (('prefetch', True, 4), ('timed', False, 4),
+                                 ('resumed', True, 2)):
+      runner = train_lib.StepRunner(exp, train_key, prefetch=prefetch)
+      state = exp.init_state(init_key)
+      while runner.step < stop:
+        state, _ = runner(state)
+      if name == 'resumed':  # a new runner continues from step 2.
+        runner = train_lib.StepRunner(exp, train_key, start=2)
+        while runner.step < 4:
+          state, _ = runner(state)
+      self.assertEqual(runner.step, 4)
+      runs[name] = jax.device_get(state.params)
+    for name, params in runs.items():
+      with self.subTest(name):
+        chex.assert_trees_all_equal(params, jax.device_get(manual.params))
 
 
 class LoopTest(absltest.TestCase):
@@ -313,7 +346,7 @@ class LoopTest(absltest.TestCase):
     exp = self._exp(config)
     # From step 17 on the loss is scaled by 1e10, so its gradients are (the
     # resumed guard first sees 6 normal steps for its median).
-    loss_fn = train_lib.make_loss_fn(exp.model, 0.1, 1.0, 0.0)
+    loss_fn = losses.make_loss_fn(exp.model, losses.LossWeights())
     exploding = train_lib.make_train_step(
         exp.model, exp.optimizer, exp.mesh,
         lambda *args: (lambda l, m: (l * 1e10, m))(*loss_fn(*args)))

@@ -1,6 +1,7 @@
 """The canonical config: every experiment is a small diff of `get_config`.
 
-Sections: data, model, codes, optim, train, eval, render, seed, model_name.
+Sections: data, model, codes, optim, train, eval, evals, render, edit, seed,
+model_name.
 Arguments (after `:` in `--config=FILE:ARGS`):
   runlocal   shrink everything to a seconds-long run (tests use it).
   fast       the hash-grid + proposal-sampler model family.
@@ -162,6 +163,18 @@ def get_config(arg=None):
       chunk=4096,  # rays per rendering call.
       max_images=0,  # evaluate the first N images (0 = all).
       save_images=True,
+      names='',  # --mode=eval: 'a,b' of config.evals to run ('' = all).
+  ))
+
+  # The evaluators a run uses (condnerf/evaluators): name -> type and its
+  # arguments; each writes to <workdir>/<name>/ at the end of training and
+  # in --mode=eval. The image metrics' split, max_images and save_images
+  # are the eval section's (the same fields: set either); lpips names the
+  # LPIPS network ('alex', 'vgg', '' = none).
+  config.evals = ml_collections.ConfigDict(dict(
+      eval=dict(type='image_metrics', lpips='alex',
+                **{k: config.eval.get_ref(k)
+                   for k in ('split', 'max_images', 'save_images')}),
   ))
 
   config.render = ml_collections.ConfigDict(dict(

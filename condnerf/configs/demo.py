@@ -85,6 +85,15 @@ def get_config(arg=None):
     config.data.path = 'runs/demo/data/chair_variants'
     config.data.procedural.update(materials=False, light_cone=0.0)
     config.model.head.update(kind='mlp', shading='none')
+  if not (arg.latent or arg.small):
+    # The edit benchmark runs at the end of training, with the edit
+    # section's scribbles, steps and seed (notebooks, which train `small`,
+    # run the edits they show).
+    config.evals.edit = dict(
+        type='edit_benchmark', view=0,
+        **{name: config.edit.get_ref(key) for name, key in (
+            ('num_scribbles', 'scribbles'), ('steps', 'steps'),
+            ('seed', 'seed'))})
   config.train.steps = 1600
   config.train.minutes = 5.5
   config.train.log_every = 50
@@ -110,3 +119,16 @@ def apply_small(config):
                       checkpoint_every=0, val_every=0)
   config.eval.max_images = 0
   config.render.num_frames = 8
+
+
+def sweep_base(runlocal=False):
+  """The base config of the ablation sweeps (`experiments/sweeps/`).
+
+  The latent-code head on image-space variants (the demo before palette
+  codes), what the sweeps were measured on, for a fixed number of steps so
+  that a comparison does not depend on the machine's load; `runlocal`: the
+  tiny `small` demo.
+  """
+  config = get_config('small,latent' if runlocal else 'latent')
+  config.train.update(minutes=0.0, val_every=0)
+  return config

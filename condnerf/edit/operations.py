@@ -37,6 +37,7 @@ import jax
 import numpy as np
 
 from condnerf import codes as codes_lib
+from condnerf import evaluators
 from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import inference
@@ -46,7 +47,6 @@ from condnerf.edit import methods
 from condnerf.edit import optimize
 from condnerf.edit import scribbles
 from condnerf.edit import scoring
-from condnerf.evaluators import edit_benchmark
 
 OPERATIONS = ('recolor', 'palette', 'relight', 'benchmark', 'swap',
               'interpolate', 'fit', 'nerfw', 'codes')
@@ -281,9 +281,9 @@ def _relight(exp, state, ec, frames, bank, out):
 
 def _benchmark(exp, state, ec, frames, bank, out):
   del frames, bank
-  evaluator = edit_benchmark.Evaluator(
-      exp, view=int(ec.views[0]), num_scribbles=ec.scribbles, steps=ec.steps,
-      seed=ec.seed)
+  evaluator = evaluators.build_one(
+      exp, 'edit_benchmark', view=int(ec.views[0]),
+      num_scribbles=ec.scribbles, steps=ec.steps, seed=ec.seed)
   return evaluator.run(state, out)  # only process 0 (out set) writes.
 
 

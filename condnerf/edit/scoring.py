@@ -218,15 +218,8 @@ def score(experiment, original, result, cache, targets, before, geometry,
     the list of rgb renders of every view).
   """
   frames, drift_views, reference = geometry
-  if cache.holds(result):
-    after = cache.render(experiment, result)
-    others = [cache.render(experiment, result, code, [collateral_view])[0]
-              for code in other_codes]
-  else:
-    rays = [view.rays for view in cache.views]
-    after = [result.render(experiment, r)['rgb'] for r in rays]
-    others = [result.render(experiment, rays[collateral_view], code)['rgb']
-              for code in other_codes]
+  after, others = _render_after(experiment, result, cache, other_codes,
+                                collateral_view)
   opacity, depth = drift(
       reference, render_views(experiment, result, frames, drift_views))
   damage = _compare(collateral_before, others)
@@ -249,6 +242,21 @@ def score(experiment, original, result, cache, targets, before, geometry,
       'num_params': num_params(result),
       'steps': info.steps, 'loss_start': info.loss_start,
       'loss_end': info.loss_end}, after
+
+
+def _render_after(experiment, result, cache, other_codes, collateral_view):
+  """The edit's rgb of every view of `cache` and, on the collateral view,
+  under each of `other_codes` (cached renders unless it moved geometry)."""
+  if cache.holds(result):
+    after = cache.render(experiment, result)
+    others = [cache.render(experiment, result, code, [collateral_view])[0]
+              for code in other_codes]
+    return after, others
+  rays = [view.rays for view in cache.views]
+  after = [result.render(experiment, r)['rgb'] for r in rays]
+  others = [result.render(experiment, rays[collateral_view], code)['rgb']
+            for code in other_codes]
+  return after, others
 
 
 def scribble_score(experiment, original, result, batch, frames, views,

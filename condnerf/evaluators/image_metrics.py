@@ -1,11 +1,14 @@
-"""Per-image PSNR/SSIM of a split, with rendered PNGs and a contact sheet.
+"""Per-image PSNR / SSIM / LPIPS of a split, with PNGs and a contact sheet.
 
-Owns the files under `<workdir>/eval/`: `metrics.json` =
-`{"psnr": mean, "ssim": mean, "num_images", "seconds", "per_image":
-[{"index", "name", "psnr", "ssim"}...]}`, `per_image.csv` with the same rows,
-and, when asked, `rgb_NNN.png`, `depth_NNN.png`, `acc_NNN.png` and
-`contact_sheet.png` (ground truth | render | depth rows), NNN being the
-frame's position in the split.
+Owns the files under its output folder (`<workdir>/eval/` for the default
+`config.evals.eval`): `metrics.json` = `{"psnr": mean, "ssim": mean,
+"lpips": mean, "lpips_net", "split", "num_images", "seconds", "per_image":
+[{"index", "name", "psnr", "ssim", "lpips"}...]}`, `per_image.csv` with
+the same rows, and, when asked, `rgb_NNN.png`, `depth_NNN.png`,
+`acc_NNN.png` and `contact_sheet.png` (ground truth | render | depth rows),
+NNN being the frame's position in the split. LPIPS (`metrics.lpips`, AlexNet unless
+`lpips='vgg'`) is None for images smaller than its network accepts (31 px
+for AlexNet) and when `lpips=''`.
 
 Multi-process: the split is shared out across processes (`data.base.Share`:
 process p holds frames p, p + P, ...), each renders its frames on its own
@@ -64,7 +67,10 @@ class Evaluator:
   """Renders every frame of a split with its own code and scores it."""
 
   def __init__(self, experiment, split='test', max_images=0,
-               save_images=True):
+               save_images=True, lpips='alex'):
+    if lpips:
+      metrics_lib.lpips_min_size(lpips)  # refuses an unknown net now.
+    self.lpips = lpips
     self.experiment = experiment
     self.frames = process_share(getattr(experiment.scene, split), max_images)
     self.split = split
@@ -86,6 +92,30 @@ class Evaluator:
                            out['acc'][..., None], self.frames.images[index]],
                           -1).astype(np.float32)
 
+  def _lpips(self, rgb, gt):
+    """LPIPS of one image, or None (off, or the image is too small)."""
+    if not self.lpips or min(rgb.shape[:2]) < metrics_lib.lpips_min_size(
+        self.lpips):
+      return None
+    return float(metrics_lib.lpips(rgb, gt, self.lpips))
+
+  def _score(self, index, name, rgb, gt):
+    """The per-image row of frame `index` of the split."""
+    return {'index': index, 'name': name,
+            'psnr': float(metrics_lib.psnr(rgb, gt)),
+            'ssim': float(metrics_lib.ssim(rgb, gt)),
+            'lpips': self._lpips(rgb, gt)}
+
+  def _save(self, out_dir, index, rgb, depth, acc, gt, sheet):
+    """Writes frame `index`'s PNGs; adds its row to the first `sheet` rows."""
+    colored = images.colorize_depth(depth, acc, self.frames.near,
+                                    self.frames.far)
+    images.save_png(os.path.join(out_dir, f'rgb_{index:03d}.png'), rgb)
+    images.save_png(os.path.join(out_dir, f'depth_{index:03d}.png'), colored)
+    images.save_png(os.path.join(out_dir, f'acc_{index:03d}.png'), acc)
+    if len(sheet) < _SHEET_ROWS:
+      sheet.append([gt, rgb, colored])
+
   def run(self, state, out_dir):
     """Evaluates `state` and writes the outputs (process 0).
 
@@ -93,8 +123,8 @@ class Evaluator:
       state: `train_lib.TrainState` (params and codes are used).
       out_dir: folder for metrics.json, per_image.csv and PNGs.
     Returns:
-      dict with psnr, ssim (means), num_images, seconds and the per_image
-      list, on every process.
+      dict with psnr, ssim, lpips (means), lpips_net, split, num_images,
+      seconds and the per_image list, on every process.
     """
     is_main = jax.process_index() == 0
     if is_main:
@@ -117,24 +147,17 @@ class Evaluator:
           rgb, depth, acc, gt = (pixels[..., :3], pixels[..., 3],
                                  pixels[..., 4], pixels[..., 5:])
           index = r * count + q
-          per_image.append({
-              'index': index, 'name': frame_name,
-              'psnr': float(metrics_lib.psnr(rgb, gt)),
-              'ssim': float(metrics_lib.ssim(rgb, gt)),
-          })
+          per_image.append(self._score(index, frame_name, rgb, gt))
           if is_main and self.save_images:
-            colored = images.colorize_depth(depth, acc, frames.near,
-                                            frames.far)
-            images.save_png(os.path.join(out_dir, f'rgb_{index:03d}.png'), rgb)
-            images.save_png(os.path.join(out_dir, f'depth_{index:03d}.png'),
-                            colored)
-            images.save_png(os.path.join(out_dir, f'acc_{index:03d}.png'), acc)
-            if len(sheet) < _SHEET_ROWS:
-              sheet.append([gt, rgb, colored])
+            self._save(out_dir, index, rgb, depth, acc, gt, sheet)
           bar.update(1)
+    lpips = [r['lpips'] for r in per_image if r['lpips'] is not None]
     results = {
         'psnr': float(np.mean([r['psnr'] for r in per_image])),
         'ssim': float(np.mean([r['ssim'] for r in per_image])),
+        'lpips': float(np.mean(lpips)) if lpips else None,
+        'lpips_net': self.lpips or None,
+        'split': self.split,
         'num_images': len(per_image),
         'seconds': time.time() - start,
         'per_image': per_image,
@@ -147,10 +170,19 @@ class Evaluator:
     return results
 
 
+def summary(results):
+  """One line of `run`'s means: 'test PSNR 30.12 dB, SSIM 0.9779, LPIPS
+  (alex) 0.0210 over 16 images'."""
+  lpips = ('' if results.get('lpips') is None else
+           f", LPIPS ({results['lpips_net']}) {results['lpips']:.4f}")
+  return (f"{results['split']} PSNR {results['psnr']:.2f} dB, SSIM "
+          f"{results['ssim']:.4f}{lpips} over {results['num_images']} images")
+
+
 def write_results(results, out_dir):
   """Writes metrics.json and per_image.csv atomically."""
   def write_csv(f):
-    writer = csv.DictWriter(f, ['index', 'name', 'psnr', 'ssim'])
+    writer = csv.DictWriter(f, ['index', 'name', 'psnr', 'ssim', 'lpips'])
     writer.writeheader()
     writer.writerows(results['per_image'])
 

@@ -15,10 +15,7 @@ from condnerf.configs import demo
 
 def get_sweep(arg=None):
   arg = common.parse_arg(arg, runlocal=False)
-  # The latent-code head on image-space variants (the demo before palette
-  # codes): what these sweeps were measured on.
-  base = demo.get_config('small,latent' if arg.runlocal else 'latent')
-  base.train.update(minutes=0.0, val_every=0)  # fixed steps, any load.
+  base = demo.sweep_base(arg.runlocal)
   posenc = {'name': 'posenc', 'model.field.encoding': 'posenc',
             'model.field.density_activation': 'softplus',
             'model.field.density_bias': -1.0, 'optim.lr_init': 1e-3,

@@ -12,10 +12,7 @@ from condnerf.configs import demo
 
 def get_sweep(arg=None):
   arg = common.parse_arg(arg, runlocal=False)
-  # The latent-code head on image-space variants (the demo before palette
-  # codes): what these sweeps were measured on.
-  base = demo.get_config('small,latent' if arg.runlocal else 'latent')
-  base.train.update(minutes=0.0, val_every=0)  # fixed steps, any load.
+  base = demo.sweep_base(arg.runlocal)
   return dict(
       name='code_dim',
       base=base,

@@ -72,8 +72,11 @@ class CliTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
       trained = json.load(f)
-    self.assertEqual(set(trained), {'psnr', 'ssim', 'num_images', 'seconds',
+    self.assertEqual(set(trained), {'psnr', 'ssim', 'lpips', 'lpips_net',
+                                    'split', 'num_images', 'seconds',
                                     'per_image'})
+    # lego runlocal images are 16 px, below the 31 px LPIPS (alex) takes.
+    self.assertIsNone(trained['lpips'])
     self.assertLen(trained['per_image'], 2)
     run_main(*self.config, f'--workdir={workdir}', '--mode=eval')
     with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:

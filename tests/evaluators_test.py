@@ -1,0 +1,139 @@
+"""config.evals: the evaluators a run names, built and run by one function."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+import jax
+
+from condnerf import errors
+from condnerf import evaluators
+from condnerf import experiment as experiment_lib
+from condnerf import metrics
+from condnerf.configs import base
+from condnerf.configs import demo
+from condnerf.data import sampler as sampler_lib
+from condnerf.edit import scribbles
+from condnerf.evaluators import image_metrics
+from tests import scenes
+
+
+class EvalsConfigTest(absltest.TestCase):
+
+  def test_eval_section_and_image_evaluator_are_the_same_fields(self):
+    config = base.get_config()
+    config.eval.max_images = 3
+    self.assertEqual(config.evals.eval.max_images, 3)
+    config.evals.eval.split = 'val'
+    self.assertEqual(config.eval.split, 'val')
+    resolved = config.evals.to_dict()
+    self.assertEqual(resolved, {'eval': {
+        'type': 'image_metrics', 'split': 'val', 'max_images': 3,
+        'save_images': True, 'lpips': 'alex'}})
+
+  def test_demo_names_the_edit_benchmark_with_the_edit_settings(self):
+    config = demo.get_config('runlocal')
+    self.assertEqual(sorted(config.evals), ['edit', 'eval'])
+    self.assertEqual(config.evals.edit.type, 'edit_benchmark')
+    config.edit.steps = 7
+    self.assertEqual(config.evals.edit.steps, 7)
+    self.assertNotIn('edit', demo.get_config('small').evals)
+
+  def test_specs_in_name_order_or_the_named_ones(self):
+    config = demo.get_config('runlocal')
+    self.assertEqual([n for n, _, _ in evaluators.specs(config)],
+                     ['edit', 'eval'])
+    [(name, kind, args)] = evaluators.specs(config, 'eval')
+    self.assertEqual((name, kind), ('eval', 'image_metrics'))
+    self.assertNotIn('type', args)
+
+  def test_bad_evals_are_refused_before_any_data_loads(self):
+    cases = [
+        ('type', 'imagemetrics', "unknown evaluator type 'imagemetrics'"),
+        ('splitt', 'test', 'takes no argument splitt; it takes split'),
+    ]
+    for key, value, message in cases:
+      config = base.get_config()
+      config.evals.eval[key] = value
+      config.data.path = '/nonexistent/data'
+      with self.subTest(key), self.assertRaisesRegex(errors.ConfigError,
+                                                     message):
+        experiment_lib.check_config(config)
+    config = base.get_config()
+    config.evals.extra = {'split': 'test'}
+    with self.assertRaisesRegex(errors.ConfigError, "evals.extra has no 'type'"):
+      experiment_lib.check_config(config)
+    config = base.get_config()
+    config.eval.names = 'eval,edit'
+    with self.assertRaisesRegex(errors.ConfigError,
+                                'no evaluator edit in config.evals; it has '
+                                'eval'):
+      experiment_lib.check_config(config)
+
+  def test_types_are_the_package_modules(self):
+    self.assertEqual(evaluators.types(), ['edit_benchmark', 'image_metrics'])
+
+
+class BuildAndRunTest(absltest.TestCase):
+
+  def test_build_and_run_write_under_the_evaluator_name(self):
+    config = base.get_config('runlocal')
+    config.evals.val_images = dict(type='image_metrics', split='val',
+                                   max_images=1, save_images=False)
+    scene = scenes.tiny_scene(num_train=4, num_test=2)
+    exp = experiment_lib.build_experiment(config, scene=scene,
+                                          mesh=scenes.small_mesh())
+    built = evaluators.build(config, exp)
+    self.assertEqual(list(built), ['eval', 'val_images'])
+    self.assertIsInstance(built['eval'], image_metrics.Evaluator)
+    self.assertEqual(built['val_images'].split, 'val')
+    only = evaluators.build(config, exp, names='eval')
+    self.assertEqual(list(only), ['eval'])
+    state = exp.init_state(jax.random.key(0))
+    with tempfile.TemporaryDirectory() as tmp:
+      results = evaluators.run(only, state, tmp)
+      self.assertEqual(results['eval']['num_images'],
+                       min(2, config.eval.max_images))
+      self.assertTrue(os.path.exists(os.path.join(tmp, 'eval',
+                                                  'metrics.json')))
+
+  def test_image_metrics_report_lpips_where_the_network_fits(self):
+    config = base.get_config('runlocal')
+    exp = experiment_lib.build_experiment(
+        config, scene=scenes.tiny_scene(num_test=1, size=32),
+        mesh=scenes.small_mesh())
+    state = exp.init_state(jax.random.key(0))
+    frames = exp.scene.test
+    rendered = exp.render(state, sampler_lib.image_rays(frames, 0))['rgb']
+    expected = float(metrics.lpips(rendered, frames.images[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+      for net, want in (('alex', expected), ('', None)):
+        results = evaluators.build_one(
+            exp, 'image_metrics', lpips=net, save_images=False).run(
+                state, os.path.join(tmp, net or 'none'))
+        with self.subTest(net or 'off'):
+          self.assertEqual(results['lpips_net'], net or None)
+          if want is None:
+            self.assertIsNone(results['lpips'])
+          else:
+            self.assertGreater(results['lpips'], 0.0)
+            self.assertAlmostEqual(results['lpips'], want, places=4)
+            self.assertEqual(results['per_image'][0]['lpips'],
+                             results['lpips'])
+    with self.assertRaisesRegex(ValueError, 'net must be one of'):
+      evaluators.build_one(exp, 'image_metrics', lpips='squeeze')
+
+  def test_build_one_checks_arguments(self):
+    config = base.get_config('runlocal')
+    exp = experiment_lib.build_experiment(
+        config, scene=scenes.tiny_scene(), mesh=scenes.small_mesh())
+    with self.assertRaisesRegex(errors.ConfigError,
+                                'edit_benchmark takes no argument scribbles'):
+      evaluators.build_one(exp, 'edit_benchmark', scribbles=3)
+    # Valid arguments reach the evaluator, which wants ground truth.
+    with self.assertRaisesRegex(scribbles.EditError, 'needs ground truth'):
+      evaluators.build_one(exp, 'edit_benchmark', view=0)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -5,7 +5,7 @@ jitted steps), `build_experiment`, `load_scene`, starting a run's state
 (`restore_or_init`, with transfer of another run's field weights by
 `transfer_params`) and `load_trained`, the one way every reader gets a
 trained run's latest good state (read-only). It does not own the steps
-themselves (`train_lib`), the loop (`train_lib.train_and_evaluate`) or the
+themselves (`train_step`), the loop (`train_lib.train_and_evaluate`) or the
 checkpoint format (`checkpointing`).
 """
 
@@ -29,7 +29,7 @@ from condnerf import losses
 from condnerf import models
 from condnerf import optim
 from condnerf import parallel
-from condnerf import train_lib
+from condnerf import train_step as train_step_lib
 from condnerf import workdir as workdir_lib
 from condnerf.data import scenes
 
@@ -139,14 +139,14 @@ def build_experiment(config, scene=None, mesh=None):
   light = (initial_lights(scene, config.codes.light_init)
            if model.needs_normals() else None)
   init_state = jax.jit(
-      lambda key: train_lib.create_train_state(
+      lambda key: train_step_lib.create_train_state(
           model, optimizer, key, scene.num_codes, config.codes.dim,
           config.codes.init_scale, palette_center, light),
       out_shardings=parallel.replicated(mesh))
   loss_fn = losses.make_loss_fn(
       model, losses.LossWeights.from_config(config, light is not None),
       config.train.steps, None if light is None else jnp.asarray(light))
-  train_step = train_lib.make_train_step(
+  train_step = train_step_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
       config.train.random_background)
   return Experiment(config=config, scene=scene, model=model,
@@ -238,7 +238,7 @@ def restore_or_init(experiment, ckpt, key):
     if source:
       state = state.replace(params=transfer_params(experiment, source))
     return state, False
-  return train_lib.TrainState(**restored), True
+  return train_step_lib.TrainState(**restored), True
 
 
 def transfer_params(experiment, source_workdir):
@@ -302,4 +302,4 @@ def load_trained(config, workdir, experiment=None):
     raise NoCheckpointError(
         f'No checkpoint in {ckpt_dir}; train first with --mode=train and the '
         'same --workdir.')
-  return exp, train_lib.TrainState(**restored)
+  return exp, train_step_lib.TrainState(**restored)

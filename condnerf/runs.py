@@ -110,7 +110,7 @@ class Run:
   Attributes:
     workdir: the run's folder (checkpoints/, eval/, edit/codes.npz).
     experiment: `experiment_lib.Experiment` built from the run's config.
-    state: the restored `train_lib.TrainState`.
+    state: the restored `train_step.TrainState`.
     note: one line saying where the run came from.
     metrics: the final evaluations when the run was trained here, evaluator
       name -> results (`metrics['eval']['psnr']`; see `evaluators`), else

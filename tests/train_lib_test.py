@@ -17,6 +17,7 @@ from condnerf import losses
 from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
+from condnerf import train_step
 from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
@@ -30,11 +31,11 @@ def tiny_config(sampler='hierarchical'):
   return config
 
 
-def _nan_from_step(train_step, first):
+def _nan_from_step(real_step, first):
   """A train step whose update `first` (and later ones) makes params NaN."""
 
   def step_fn(state, batch, key, progress=None):
-    state, metrics = train_step(state, batch, key, progress)
+    state, metrics = real_step(state, batch, key, progress)
     if int(state.step) >= first:
       state = state.replace(params=jax.tree.map(lambda x: x * np.nan,
                                                 state.params))
@@ -347,7 +348,7 @@ class LoopTest(absltest.TestCase):
     # From step 17 on the loss is scaled by 1e10, so its gradients are (the
     # resumed guard first sees 6 normal steps for its median).
     loss_fn = losses.make_loss_fn(exp.model, losses.LossWeights())
-    exploding = train_lib.make_train_step(
+    exploding = train_step.make_train_step(
         exp.model, exp.optimizer, exp.mesh,
         lambda *args: (lambda l, m: (l * 1e10, m))(*loss_fn(*args)))
     normal = exp.train_step

@@ -120,7 +120,7 @@ class Evaluator:
     """Evaluates `state` and writes the outputs (process 0).
 
     Args:
-      state: `train_lib.TrainState` (params and codes are used).
+      state: `train_step.TrainState` (params and codes are used).
       out_dir: folder for metrics.json, per_image.csv and PNGs.
     Returns:
       dict with psnr, ssim, lpips (means), lpips_net, split, num_images,

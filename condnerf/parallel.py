@@ -7,8 +7,14 @@ replicated (`P()`). Steps are per-device functions mapped with
 programming model on the API JAX supports today. Every array that enters a
 step is placed by a helper here first, because shard_map refuses inputs whose
 sharding differs from its in_specs.
+
+Also owns the start of a multi-process run: `initialize_distributed` (with
+bounded waits) and `check_same_config` (every process was given the same
+settings).
 """
 
+import hashlib
+import json
 import os
 import socket
 import sys
@@ -285,6 +291,55 @@ def check_divisible(batch_size, mesh, what='batch_size'):
   """Raises ConfigError unless `batch_size` splits evenly over the mesh."""
   n = mesh.devices.size
   if batch_size % n:
+    below = batch_size // n * n
+    nearest = ' or '.join(str(b) for b in (below, below + n) if b > 0)
     raise errors.ConfigError(
         f'{what}={batch_size} must be divisible by the {n} devices of the '
-        f'mesh; use a multiple of {n}.')
+        f'mesh; use a multiple of {n}: the nearest are {nearest}.')
+
+
+def _flatten(tree, prefix=''):
+  """{'a.b': leaf} of nested dicts."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      flat[prefix + str(key)] = value
+  return flat
+
+
+def check_same_config(settings):
+  """Refuses to start a run whose processes were given different settings.
+
+  Every process sends a hash of `settings` (JSON values: the resolved
+  config and the mode); only when they differ are the settings themselves
+  gathered, so that the error names the keys. A collective: every process
+  calls it, and every process raises.
+
+  Args:
+    settings: nested dict of JSON values.
+  Raises:
+    errors.StartupError: some process's settings differ from process 0's;
+      the message names each differing key and its values.
+  """
+  if jax.process_count() == 1:
+    return
+  text = json.dumps(settings, sort_keys=True)
+  digests = gather_strings(hashlib.sha256(text.encode()).hexdigest())
+  if len(set(digests)) == 1:
+    return
+  everyone = [_flatten(json.loads(t)) for t in gather_strings(text)]
+  first, differences = everyone[0], []
+  for q, theirs in enumerate(everyone[1:], 1):
+    keys = sorted(k for k in set(first) | set(theirs)
+                  if first.get(k) != theirs.get(k))
+    differences += [f'{k}: {first.get(k)!r} on process 0, '
+                    f'{theirs.get(k)!r} on process {q}' for k in keys]
+  listed = '; '.join(differences[:8])
+  if len(differences) > 8:
+    listed += f'; and {len(differences) - 8} more'
+  raise errors.StartupError(
+      f'The {len(everyone)} processes were started with different configs '
+      f'({listed}); start every process with the same --config, overrides '
+      'and --mode.')

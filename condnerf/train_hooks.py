@@ -4,8 +4,8 @@ Owns `StepLog` (per-step metrics read in step order by the divergence guard
 and averaged into logging windows with a progress bar), the checkpoint
 decision `save` (never from a suspect stretch, never a non-finite state),
 `StopSignals` (SIGINT/SIGTERM finish the step, save it, then stop with
-`TrainingInterrupted`) and `say`, the user's one-line messages. The loop
-itself is `train_lib.train_and_evaluate`.
+`TrainingInterrupted`), `Profiler` (a trace of a few steps) and `say`, the
+user's one-line messages. The loop itself is `train_lib.train_and_evaluate`.
 """
 
 import math
@@ -165,6 +165,35 @@ class StepLog:
 
   def close(self):
     self._pbar.close()
+
+
+class Profiler:
+  """A JAX profiler trace of `num_steps` steps, from the second step of a
+  session on (the first compiles), into `out_dir` (0 steps: no trace)."""
+
+  def __init__(self, out_dir, num_steps):
+    self.out_dir, self.num_steps = out_dir, num_steps
+    self.seen = 0
+    self.active = False
+
+  def after_step(self, step_metrics):
+    """Starts the trace after the first step, stops it after `num_steps`
+    more (waiting for the traced steps to finish)."""
+    self.seen += 1
+    if self.num_steps and self.seen == 1:
+      jax.profiler.start_trace(self.out_dir)
+      self.active = True
+    elif self.active and self.seen == self.num_steps + 1:
+      jax.block_until_ready(step_metrics)
+      self.stop()
+
+  def stop(self):
+    """Ends the trace if one is running (also when training ends early)."""
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+      say(f'Profiler trace of {self.seen - 1} steps in {self.out_dir} '
+          f'(tensorboard --logdir {self.out_dir}).')
 
 
 class StopSignals:

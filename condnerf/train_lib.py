@@ -100,7 +100,7 @@ class StepRunner:
 
 
 def train_and_evaluate(config, workdir, experiment=None,
-                       allow_config_change=False):
+                       allow_config_change=False, profile_steps=0):
   """Trains (resuming if possible), checkpoints, validates and evaluates.
 
   The run folder is protected: the data loads before any folder is made, a
@@ -115,6 +115,9 @@ def train_and_evaluate(config, workdir, experiment=None,
     experiment: an `Experiment` for this config (built if None).
     allow_config_change: resume with a config that differs from the
       recorded one (the old one is kept in config.json's history).
+    profile_steps: write a JAX profiler trace of this many steps, after
+      the first one of this session (which compiles), to
+      `<workdir>/profile/` (TensorBoard's profile plugin reads it).
   Returns:
     dict evaluator name -> its results (`results['eval']['psnr']`; see
     `evaluators`).
@@ -139,7 +142,10 @@ def train_and_evaluate(config, workdir, experiment=None,
       state = _start(exp, ckpt, workdir, init_key, allow_config_change)
       writer = writers.MetricWriter(workdir, enabled=is_main)
       try:
-        state = _train_loop(exp, state, ckpt, writer, workdir, train_key)
+        state = _train_loop(exp, state, ckpt, writer, workdir, train_key,
+                            train_hooks.Profiler(
+                                os.path.join(workdir, 'profile'),
+                                profile_steps))
       except divergence.TrainingDivergedError as e:
         train_hooks.discard_suspect(ckpt, e.first_suspect)
         raise
@@ -176,7 +182,7 @@ def _write_eval_scalars(writer, step, results):
       writer.write_scalars(step, scalars, split=name)
 
 
-def _train_loop(exp, state, ckpt, writer, workdir, train_key):
+def _train_loop(exp, state, ckpt, writer, workdir, train_key, profiler):
   """Steps until train.steps or train.minutes; returns the final state.
 
   Each pass is one step (`StepRunner`); the periodic actions (log, check,
@@ -200,6 +206,7 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
     while not clock.done(runner.step):
       state, step_metrics = runner(state, clock.progress(runner.step))
       step = runner.step
+      profiler.after_step(step_metrics)
       clock.sync(step)
       log.add(step, step_metrics)
       if step % tc.log_every == 0 or step == tc.steps:
@@ -212,6 +219,7 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key):
         log.observe(guard)
         train_hooks.stop(save(state, step, force=True), ckpt, step, stop.signum)
   clock.pause()
+  profiler.stop()
   log.close()
   log.observe(guard)
   if ckpt.latest_step() != runner.step:

@@ -20,6 +20,8 @@ needs `--allow_config_change`.
 # pylint: disable=g-bad-import-order
 from experiments import cli  # first: sets up CPU devices before jax loads.
 
+import json
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -57,6 +59,10 @@ _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     'allow_config_change', False, 'Resume a training whose config differs '
     'from the one recorded in WORKDIR/config.json (the old one is kept in '
     'its history); without it such a resume is refused.')
+_PROFILE = flags.DEFINE_integer(
+    'profile', 0, '--mode=train: write a JAX profiler trace of this many '
+    'steps, after the first (compiling) one, to WORKDIR/profile/ '
+    '(`tensorboard --logdir WORKDIR/profile` opens it).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -71,9 +77,12 @@ def main(argv):
                jax.device_count(), jax.local_device_count(),
                jax.process_index(), jax.process_count())
   config, workdir = _CONFIG.value, _WORKDIR.value
+  parallel.check_same_config({'config': json.loads(config.to_json()),
+                              'mode': _MODE.value})
   if _MODE.value == 'train':
     results = train_lib.train_and_evaluate(
-        config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+        config, workdir, allow_config_change=_ALLOW_CONFIG_CHANGE.value,
+        profile_steps=_PROFILE.value)
   elif _MODE.value == 'eval':
     results = eval_lib.evaluate(config, workdir)
   elif _MODE.value == 'edit':

@@ -132,7 +132,12 @@ class TrainStepTest(parameterized.TestCase):
   def test_batch_not_divisible_by_devices_is_refused(self):
     config = tiny_config()
     config.train.batch_size = 12
-    with self.assertRaisesRegex(ValueError, 'divisible by the 8 devices'):
+    with self.assertRaisesRegex(
+        ValueError, 'divisible by the 8 devices of the mesh; use a multiple '
+        'of 8: the nearest are 8 or 16'):
+      experiment_lib.build_experiment(config, scene=scenes.tiny_scene())
+    config.train.batch_size = 4
+    with self.assertRaisesRegex(ValueError, 'the nearest are 8\\.'):
       experiment_lib.build_experiment(config, scene=scenes.tiny_scene())
 
 

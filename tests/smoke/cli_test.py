@@ -64,8 +64,14 @@ class CliTest(absltest.TestCase):
 
   def test_train_eval_render(self):
     workdir = os.path.join(self.tmp.name, 'run')
-    proc = run_main(*self.config, f'--workdir={workdir}', '--mode=train')
+    proc = run_main(*self.config, f'--workdir={workdir}', '--mode=train',
+                    '--profile=2')
     self.assertIn('test PSNR', proc.stdout)
+    # A profiler trace of steps 2-3 (runlocal trains 4), for TensorBoard.
+    traces = [f for _, _, files in os.walk(os.path.join(workdir, 'profile'))
+              for f in files if f.endswith('.xplane.pb')]
+    self.assertLen(traces, 1)
+    self.assertIn('Profiler trace of 2 steps', proc.stdout + proc.stderr)
     for name in ('config.json', 'metrics.jsonl', 'eval/metrics.json',
                  'eval/rgb_000.png', 'eval/depth_000.png', 'eval/acc_000.png',
                  'eval/contact_sheet.png', 'val/step_0000002.png'):

@@ -84,12 +84,27 @@ class MultiProcessEvalTest(absltest.TestCase):
       self.assertTrue(os.path.exists(
           os.path.join(self.workdir, 'eval', f'rgb_{i:03d}.png')))
 
-  def run_two(self, *args):
+  def test_processes_with_different_configs_fail_naming_the_keys(self):
+    workdir = os.path.join(self.tmp.name, 'mismatch')
+    outputs = self.run_two('--mode=train', expect_ok=False, workdir=workdir,
+                           extra=(['--config.train.steps=4'],
+                                  ['--config.train.steps=6']))
+    for code, err in outputs:
+      self.assertEqual(code, 2, err[-2000:])
+      assert_one_line_error(
+          self, err, 'The 2 processes were started with different configs '
+          '(config.train.steps: 4 on process 0, 6 on process 1)')
+    # Refused before anything was written.
+    self.assertFalse(os.path.exists(workdir))
+
+  def run_two(self, *args, expect_ok=True, workdir=None, extra=((), ())):
+    """Runs main on 2 processes; returns [(returncode, stderr)]."""
     port = free_port()
     procs = [subprocess.Popen(
-        main_command(*self.config, f'--workdir={self.workdir}', *args,
-                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
-                     f'--process_id={i}', '--init_timeout=60'),
+        main_command(*self.config, f'--workdir={workdir or self.workdir}',
+                     *args, *extra[i], f'--coordinator=127.0.0.1:{port}',
+                     '--num_processes=2', f'--process_id={i}',
+                     '--init_timeout=60'),
         cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
     try:
@@ -99,8 +114,10 @@ class MultiProcessEvalTest(absltest.TestCase):
         if p.poll() is None:
           p.kill()
         p.communicate()
-    for p, (_, err) in zip(procs, outputs):
-      self.assertEqual(p.returncode, 0, err[-3000:])
+    if expect_ok:
+      for p, (_, err) in zip(procs, outputs):
+        self.assertEqual(p.returncode, 0, err[-3000:])
+    return [(p.returncode, err) for p, (_, err) in zip(procs, outputs)]
 
   def test_batched_fit_on_two_processes_equals_one(self):
     fit = ['--mode=edit', '--config.edit.operation=fit',

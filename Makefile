@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: install demo test test-quick clean
+.PHONY: install demo test test-quick accel-check clean
 
 install: $(STAMP)
 
@@ -27,6 +27,12 @@ test: install
 test-quick: install
 	$(PY) -m pytest -q -n auto --dist loadscope tests --ignore=tests/smoke \
 	  --ignore=tests/notebooks_test.py
+
+# On a machine with an accelerator: device tests + bench --suite=full (+ the
+# lego curve when ../shared/data/lego exists) into one JSON.
+accel-check: install
+	$(PY) -m experiments.accel_check --out=runs/accel_check.json \
+	  $(if $(wildcard ../shared/data/lego),--lego=../shared/data/lego)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

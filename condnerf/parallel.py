@@ -29,6 +29,7 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 
 from condnerf import errors
+from condnerf import writers
 
 AXIS = 'data'
 
@@ -298,17 +299,6 @@ def check_divisible(batch_size, mesh, what='batch_size'):
         f'mesh; use a multiple of {n}: the nearest are {nearest}.')
 
 
-def _flatten(tree, prefix=''):
-  """{'a.b': leaf} of nested dicts."""
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + str(key)] = value
-  return flat
-
-
 def check_same_config(settings):
   """Refuses to start a run whose processes were given different settings.
 
@@ -329,7 +319,8 @@ def check_same_config(settings):
   digests = gather_strings(hashlib.sha256(text.encode()).hexdigest())
   if len(set(digests)) == 1:
     return
-  everyone = [_flatten(json.loads(t)) for t in gather_strings(text)]
+  everyone = [writers.flatten_dict(json.loads(t))
+              for t in gather_strings(text)]
   first, differences = everyone[0], []
   for q, theirs in enumerate(everyone[1:], 1):
     keys = sorted(k for k in set(first) | set(theirs)

@@ -4,15 +4,16 @@ r"""One command for a short accelerator loan: device tests, benchmark, JSON.
       [--lego=../shared/data/lego --lego_minutes=5]
   python -m experiments.accel_check --dry_run --out=/tmp/accel.json  # CPU
 
-Runs, each in its own process so that one failure does not hide the rest:
-  tests   the device-relevant tests (the train step on many devices,
-          chunked inference, placement helpers, the hash grid and its
-          gradients, the metrics): pass/fail counts and seconds;
+Runs, in this order and each in its own process so that one failure does
+not hide the rest:
   bench   `experiments.bench --suite=full` (train/render throughput, MFU,
           edit times, bfloat16's PSNR cost) on whatever devices JAX sees;
   lego    with --lego: `experiments.bench --suite=lego` for --lego_minutes
-          and the first curve point at or above 28 dB test PSNR.
-It writes one JSON: the environment (backend, device kind and count, jax
+          and the first curve point at or above 28 dB test PSNR;
+  tests   the device-relevant tests (the train step on many devices,
+          chunked inference, placement helpers, the hash grid and its
+          gradients, the metrics): pass/fail counts and seconds.
+It writes one JSON (again after each part): the environment (backend, device kind and count, jax
 version), each part's result or error, and the headline figures the pods
 issue asks of a GPU: `fast` training rays/s (goal 1,000,000 on one GPU)
 and lego minutes to 28 dB. `--dry_run` shrinks every part to seconds (the
@@ -23,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -38,6 +38,8 @@ _LEGO = flags.DEFINE_string(
     'lego', '', 'Blender lego folder: also time training to 28 dB.')
 _LEGO_MINUTES = flags.DEFINE_float('lego_minutes', 5.0,
                                    'Training minutes of the lego curve.')
+_LEGO_POINTS = flags.DEFINE_integer('lego_points', 5,
+                                    'Evaluations on the lego curve.')
 _PART_TIMEOUT = flags.DEFINE_integer('part_timeout', 600,
                                      'Seconds each part may take.')
 
@@ -66,9 +68,12 @@ def run_part(args, timeout, env=None):
                           check=False)
     code, out, err = proc.returncode, proc.stdout, proc.stderr
   except subprocess.TimeoutExpired as e:
-    code, out, err = None, e.stdout or '', f'timed out after {timeout} s'
-  return code, out, err if isinstance(err, str) else err.decode(), (
-      time.time() - start)
+    # What it printed before the kill comes back as bytes, even with text.
+    partial = e.stdout or b''
+    code, out, err = None, (partial if isinstance(partial, str) else
+                            partial.decode(errors='replace')), (
+                                f'timed out after {timeout} s')
+  return code, out, err, time.time() - start
 
 
 def pytest_counts(summary):
@@ -120,6 +125,14 @@ def headline(report):
                                              TARGET_PSNR) if lego else None}
 
 
+def write_report(report):
+  """Adds the environment and headline to `report` and writes --out."""
+  report['env'] = (report['bench'].get('result') or {}).get('env')
+  report['headline'] = headline(report)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  workdir_lib.write_json(_OUT.value, report)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -128,23 +141,25 @@ def main(argv):
     raise app.UsageError(f'--lego={_LEGO.value} is not a folder; give the '
                          'Blender lego scene (e.g. ../shared/data/lego).')
   report = {'dry_run': dry, 'started': time.strftime('%Y-%m-%d %H:%M:%S')}
+  # The figures first, and the JSON rewritten after each part: a loan that
+  # ends early still leaves what was measured.
+  print('accel_check: bench --suite=full...', file=sys.stderr)
+  report['bench'] = run_bench(
+      ['--suite=full', *(DRY_BENCH if dry else ())], timeout)
+  write_report(report)
+  if _LEGO.value:
+    print('accel_check: lego curve...', file=sys.stderr)
+    # Its JSON and curve plot go beside --out (OUT_lego.json / .png).
+    report['lego'] = run_bench(
+        ['--suite=lego', f'--data={_LEGO.value}', '--config=fast',
+         f'--minutes={0.1 if dry else _LEGO_MINUTES.value}',
+         f'--points={2 if dry else _LEGO_POINTS.value}',
+         f'--out={os.path.splitext(_OUT.value)[0]}_lego.json',
+         *(('--eval_images=1',) if dry else ())], timeout)
+    write_report(report)
   print('accel_check: tests...', file=sys.stderr)
   report['tests'] = run_tests(dry, timeout)
-  print('accel_check: bench --suite=full...', file=sys.stderr)
-  with tempfile.TemporaryDirectory() as tmp:
-    report['bench'] = run_bench(
-        ['--suite=full', *(DRY_BENCH if dry else ())], timeout)
-    if _LEGO.value:
-      print('accel_check: lego curve...', file=sys.stderr)
-      report['lego'] = run_bench(
-          ['--suite=lego', f'--data={_LEGO.value}', '--config=fast',
-           f'--minutes={0.1 if dry else _LEGO_MINUTES.value}',
-           f'--out={os.path.join(tmp, "lego.json")}',
-           *(('--eval_images=1', '--points=2') if dry else ())], timeout)
-  report['env'] = (report['bench'].get('result') or {}).get('env')
-  report['headline'] = headline(report)
-  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-  workdir_lib.write_json(_OUT.value, report)
+  write_report(report)
   print(json.dumps(report['headline']))
   ok = report['tests']['ok'] and report['bench']['ok'] and (
       report.get('lego', {'ok': True})['ok'])

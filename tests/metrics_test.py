@@ -177,7 +177,10 @@ class LpipsTest(parameterized.TestCase):
     self.assertIsInstance(out, np.ndarray)
     self.assertAlmostEqual(float(out[0]), 0.0, places=6)
     self.assertGreater(out[1], 0.01)
-    np.testing.assert_allclose(metrics.lpips(ref, img), out[1], rtol=1e-5)
+    # One image against a batch of two: on a GPU the convolutions run in
+    # TF32 with shape-dependent kernels (6.3e-4 relative on an H200).
+    rtol = 1e-5 if jax.default_backend() == 'cpu' else 1e-3
+    np.testing.assert_allclose(metrics.lpips(ref, img), out[1], rtol=rtol)
 
   @parameterized.parameters('alex', 'vgg')
   def test_more_distortion_is_farther(self, net):

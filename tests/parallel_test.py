@@ -14,6 +14,7 @@ import pytest
 from condnerf import errors
 from condnerf import parallel
 from condnerf import structs
+from tests import scenes
 
 
 def _batch(n):
@@ -26,11 +27,13 @@ def _batch(n):
       code_ids=np.arange(n, dtype=np.int32) % 3)
 
 
+@scenes.needs_devices(8)
 def test_the_suite_runs_on_eight_devices():
   assert jax.device_count() == 8
   assert jax.process_count() == 1
 
 
+@scenes.needs_devices(8)
 def test_create_mesh_spans_the_given_devices_on_one_data_axis():
   mesh = parallel.create_mesh()
   assert mesh.axis_names == (parallel.AXIS,) == ('data',)
@@ -42,6 +45,7 @@ def test_create_mesh_spans_the_given_devices_on_one_data_axis():
   assert parallel.is_local(mesh) and parallel.is_local(four)
 
 
+@scenes.needs_devices(8)
 def test_shard_batch_splits_rows_over_devices_and_round_trips():
   mesh = parallel.create_mesh()
   batch = _batch(16)
@@ -59,6 +63,7 @@ def test_shard_batch_splits_rows_over_devices_and_round_trips():
     assert leaf.dtype == host.dtype
 
 
+@scenes.needs_devices(8)
 def test_shard_batch_refuses_rows_that_do_not_split_over_the_mesh():
   with pytest.raises(ValueError):
     parallel.shard_batch(_batch(12), parallel.create_mesh())
@@ -120,6 +125,7 @@ def test_padded_batch_shards_and_unpads_to_the_original():
     np.testing.assert_array_equal(leaf, host)
 
 
+@scenes.needs_devices(8)
 def test_check_divisible_names_the_field_and_the_device_count():
   mesh = parallel.create_mesh()
   parallel.check_divisible(64, mesh)

@@ -1,5 +1,7 @@
 """Tiny in-memory scenes for tests (no files)."""
 
+import unittest
+
 import jax
 import numpy as np
 
@@ -7,6 +9,33 @@ from condnerf import cameras
 from condnerf import parallel
 from condnerf.data import base
 from condnerf.data import procedural
+
+
+def needs_devices(count):
+  """Skips a test on a backend with fewer than `count` devices.
+
+  The CPU suite forces 8 devices (tests/conftest.py); on one GPU
+  (`experiments.accel_check`) the tests that split work over 8 skip.
+  """
+  return unittest.skipIf(
+      jax.device_count() < count,
+      f'needs {count} devices, {jax.device_count()} here (the CPU suite '
+      'forces 8)')
+
+
+def assert_same_batched(actual, desired, err_msg=''):
+  """The same values computed in batches of another shape.
+
+  Bit for bit on CPU. An accelerator's XLA picks kernels (and summation
+  orders) by shape, so there the values agree only to float32 rounding
+  amplified through the network: 2.9e-5 relative at most on an H200
+  (chunked renders), checked against 1e-4.
+  """
+  if jax.default_backend() == 'cpu':
+    np.testing.assert_array_equal(actual, desired, err_msg=err_msg)
+  else:
+    np.testing.assert_allclose(actual, desired, rtol=1e-4, atol=1e-6,
+                               err_msg=err_msg)
 
 
 def tiny_frames(num, size, seed, num_codes, background=(1.0, 1.0, 1.0)):

@@ -40,6 +40,9 @@ class AccelCheckTest(absltest.TestCase):
     self.assertEqual(report['bench']['result']['suite'], 'full')
     self.assertTrue(report['lego']['ok'])
     self.assertNotEmpty(report['lego']['result']['curve'])
+    # The lego curve's JSON and plot lie beside --out.
+    self.assertEqual(report['lego']['result']['plot'],
+                     os.path.join(tmp, 'sub', 'accel_lego.png'))
     self.assertEqual(report['env']['backend'], 'cpu')
     figures = report['headline']
     self.assertGreater(figures['fast_train_rays_per_s'], 0)
@@ -59,6 +62,16 @@ class AccelCheckTest(absltest.TestCase):
         accel_check.pytest_counts('3 failed, 495 passed, 27 subtests passed '
                                   'in 594.24s (0:09:54)'),
         {'failed': 3, 'passed': 495, 'subtests': 27})
+
+  def test_a_part_past_its_timeout_keeps_what_it_printed(self):
+    # (An H200 loan found this: the killed part's output came back as bytes.)
+    code, out, err, seconds = accel_check.run_part(
+        ['-c', 'import time; print("started", flush=True); time.sleep(30)'],
+        timeout=3)
+    self.assertIsNone(code)
+    self.assertEqual(out, 'started\n')
+    self.assertEqual(err, 'timed out after 3 s')
+    self.assertLess(seconds, 20)
 
 
 if __name__ == '__main__':

@@ -82,8 +82,8 @@ def init_codes(key, num_codes, code_dim, scale=0.01, palette_size=0,
   return codes
 
 
-def palette_centers(images, alphas, code_ids, num_codes):
-  """Each appearance's mean object color: where its palette starts.
+def palette_sums(images, alphas, code_ids, num_codes):
+  """Each appearance's summed object color and pixel count.
 
   Args:
     images: list of f32[H, W, 3] training images.
@@ -92,7 +92,8 @@ def palette_centers(images, alphas, code_ids, num_codes):
     code_ids: i32[N] code row of each image (-1: none).
     num_codes: rows of the table.
   Returns:
-    f32[num_codes, 3]; 0.5 gray for a code without pixels.
+    (f64[num_codes, 3] color sums, f64[num_codes] pixel counts); processes
+    holding parts of the split add theirs.
   """
   total = np.zeros((num_codes, 3))
   count = np.zeros((num_codes,))
@@ -104,10 +105,21 @@ def palette_centers(images, alphas, code_ids, num_codes):
       pixels = pixels[np.asarray(alphas[i]).reshape(-1) > 0.5]
     total[code] += pixels.sum(0)
     count[code] += len(pixels)
-  centers = np.full((num_codes, 3), 0.5)
+  return total, count
+
+
+def palette_from_sums(total, count):
+  """f32[num_codes, 3]: each appearance's mean object color, where its
+  palette starts; 0.5 gray for a code without pixels (see `palette_sums`)."""
+  centers = np.full((len(count), 3), 0.5)
   seen = count > 0
   centers[seen] = total[seen] / count[seen, None]
   return centers.astype(np.float32)
+
+
+def palette_centers(images, alphas, code_ids, num_codes):
+  """Each appearance's mean object color (see `palette_sums`)."""
+  return palette_from_sums(*palette_sums(images, alphas, code_ids, num_codes))
 
 
 def as_code(code):

@@ -31,6 +31,7 @@ from condnerf import optim
 from condnerf import parallel
 from condnerf import train_step as train_step_lib
 from condnerf import workdir as workdir_lib
+from condnerf.data import base
 from condnerf.data import scenes
 
 
@@ -98,7 +99,16 @@ def load_scene(data_cfg, share=None):
       data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
       num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
       factor=data_cfg.factor, max_frames=data_cfg.max_frames,
-      holdout=data_cfg.holdout, share=share)
+      holdout=data_cfg.holdout, share=share, ndc=data_cfg.get('ndc', False))
+
+
+def training_share(config):
+  """The `data.base.Share` of the training frames this process reads in a
+  multi-process run (`train.frame_shards`), else None (all of them)."""
+  if jax.process_count() == 1 or config.train.frame_shards == 1:
+    return None
+  return base.Share(jax.process_index(), jax.process_count(),
+                    train_shards=config.train.frame_shards, evals=False)
 
 
 def build_experiment(config, scene=None, mesh=None):
@@ -115,7 +125,8 @@ def build_experiment(config, scene=None, mesh=None):
       the data loads where it can be).
   """
   check_config(config)
-  scene = load_scene(config.data) if scene is None else scene
+  if scene is None:
+    scene = load_scene(config.data, share=training_share(config))
   mesh = parallel.create_mesh() if mesh is None else mesh
   parallel.check_divisible(config.train.batch_size, mesh, 'train.batch_size')
   if config.train.random_background and scene.train.alphas is None:
@@ -128,14 +139,18 @@ def build_experiment(config, scene=None, mesh=None):
   for section in ('field', 'proposal_field'):
     if not model_cfg[section]['scene_bound']:
       model_cfg[section]['scene_bound'] = float(scene.scene_bound)
+  model_cfg['ndc'] = scene.ndc or ()
   model = models.build_model(config.model_name, model_cfg, scene.background)
   optimizer = optim.make_optimizer(config.optim, config.train.steps,
                                    freeze_patterns(config.train.freeze))
   palette_center = None
   if model.palette_size() and config.codes.palette_init == 'data':
-    palette_center = codes_lib.palette_centers(
+    total, count = codes_lib.palette_sums(
         scene.train.images, scene.train.alphas, scene.train.appearance_ids,
         scene.num_codes)
+    if scene.train.global_indices is not None:  # every process's frames.
+      total, count = (parallel.process_sum(x) for x in (total, count))
+    palette_center = codes_lib.palette_from_sums(total, count)
   light = (initial_lights(scene, config.codes.light_init)
            if model.needs_normals() else None)
   init_state = jax.jit(
@@ -209,6 +224,11 @@ def check_config(config):
     raise errors.ConfigError(
         f'train.steps={config.train.steps} and train.batch_size='
         f'{config.train.batch_size} must be positive.')
+  shards = config.train.frame_shards
+  if shards < 1 or config.train.batch_size % shards:
+    raise errors.ConfigError(
+        f'train.frame_shards={shards} must be >= 1 and divide '
+        f'train.batch_size={config.train.batch_size}.')
   if config.train.minutes < 0:
     raise errors.ConfigError(f'train.minutes={config.train.minutes} must be '
                              '>= 0 (0 = no time budget).')

@@ -20,6 +20,11 @@ A level is a dict with
   (the density field's, `_with_normals`: code-free like density).
 With `clip_to_bound`, every ray's [near, far] is first cut to the field's
 scene box (`field['scene_bound']`), for bounded fields (no contraction).
+With `ndc` (sx, sy, near: a forward-facing scene's `ndc.Projection`), rays
+are mapped to NDC and sampled over t' in [0, 1] (near plane to infinity),
+the fields read NDC positions, `tdist` is in t', and levels carry
+`world_tdist` f32[num_rays, n + 1], the interval edges' world distances,
+from which depth is reported in world units.
 Sampling modes:
   'hierarchical'  coarse/fine NeRF: every level has its own field and head and
                   is supervised by the photometric loss.
@@ -39,6 +44,7 @@ import ml_collections
 from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import fields
+from condnerf import ndc as ndc_lib
 from condnerf import rendering
 from condnerf import sampling
 from condnerf import structs
@@ -56,6 +62,7 @@ class ConditionalNeRF(nn.Module):
   proposal_field: Any = None  # dict of GeometryField args (proposal levels).
   head: Any = None  # dict of `fields.ColorHead` / `PaletteHead` args.
   head_kind: str = 'mlp'  # 'mlp' (ColorHead) or 'palette' (PaletteHead).
+  ndc: Sequence[float] = ()  # (sx, sy, near): sample in NDC; () = world.
 
   def setup(self):
     if self.sampler not in SAMPLERS:
@@ -111,10 +118,16 @@ class ConditionalNeRF(nn.Module):
     chex.assert_rank([rays.origins, rays.near], 2)
     if noise is not None:
       chex.assert_shape(noise, (rays.origins.shape[0], self.noise_dim()))
-    near, far = rays.near, rays.far
-    if self.clip_to_bound:
+    origins, directions, near, far = (rays.origins, rays.directions,
+                                      rays.near, rays.far)
+    if self.ndc:
+      projection = ndc_lib.Projection(*self.ndc)
+      origins, directions = ndc_lib.rays_to_ndc(origins, directions,
+                                                projection)
+      near, far = jnp.zeros_like(near), jnp.ones_like(far)
+    elif self.clip_to_bound:
       near, far = sampling.clip_to_box(
-          rays.origins, rays.directions, near, far,
+          origins, directions, near, far,
           float(dict(self.field or {})['scene_bound']))
     levels = []
     offset = 0
@@ -127,7 +140,7 @@ class ConditionalNeRF(nn.Module):
         tdist = sampling.sample_pdf(levels[-1]['tdist'],
                                     levels[-1]['weights'], num,
                                     self.resample_padding, jitter)
-      points = sampling.positions(rays.origins, rays.directions, tdist)
+      points = sampling.positions(origins, directions, tdist)
       if self.needs_normals() and i in self.colored_levels():
         density, feature, normals = _with_normals(self.fields[i], points)
       else:
@@ -143,6 +156,10 @@ class ConditionalNeRF(nn.Module):
                              points / self._scene_bound())))
       if normals is not None:
         levels[-1]['normals'] = normals
+      if self.ndc:
+        levels[-1]['world_tdist'] = jax.lax.stop_gradient(
+            ndc_lib.world_distance(tdist, origins[:, None], directions[:, None],
+                                   rays.origins[:, None], projection))
     return levels
 
   def needs_normals(self):
@@ -187,6 +204,9 @@ class ConditionalNeRF(nn.Module):
           rgb = head(level['feature'], directions, codes['appearance'])
         out = rendering.composite(rgb, level['weights'], level['tdist'],
                                   background)
+        if 'world_tdist' in level:  # NDC: depth in world units.
+          out = out.replace(depth=rendering.expected_depth(
+              level['weights'], level['world_tdist']))
         outputs.append(out.replace(extras=extras))
       else:
         outputs.append(structs.RenderOutput(
@@ -366,6 +386,7 @@ def build_model(model_name, model_cfg, background):
   return MODELS[model_name](
       num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
       lindisp=cfg['lindisp'], clip_to_bound=cfg['clip_to_bound'],
+      ndc=tuple(float(v) for v in cfg.get('ndc', ())),
       resample_padding=cfg['resample_padding'],
       background=tuple(float(b) for b in background), field=field,
       proposal_field=proposal_field, head=head, head_kind=kind)

@@ -150,6 +150,18 @@ def gather_arrays(array, ndim, dtype=np.float32):
           for q in range(len(shapes))]
 
 
+def process_sum(array):
+  """f64[...]: the sum over processes of each process's f64[...] host array
+  (same shape everywhere; a collective). The float64 bits travel as uint32
+  words, since jax arrays hold no float64 by default."""
+  array = np.ascontiguousarray(array, np.float64)
+  if jax.process_count() == 1:
+    return array
+  words = array.reshape(-1).view(np.uint32)
+  every = np.asarray(multihost_utils.process_allgather(words))
+  return every.view(np.float64).sum(0).reshape(array.shape)
+
+
 def gather_strings(text):
   """Every process's string (or None), as a list in process order."""
   data = None if text is None else np.frombuffer(text.encode(), np.uint8)

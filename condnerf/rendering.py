@@ -60,9 +60,17 @@ def composite(rgb, weights, tdist, background):
   acc = jnp.sum(weights, axis=-1)
   color = jnp.sum(weights[..., None] * rgb, axis=-2)
   color = color + (1.0 - acc[..., None]) * background
+  return structs.RenderOutput(
+      rgb=color, depth=expected_depth(weights, tdist), acc=acc,
+      weights=weights, tdist=tdist)
+
+
+def expected_depth(weights, tdist):
+  """f32[...]: the weights-normalised expected distance of the interval
+  midpoints of `tdist` f32[..., n + 1] under `weights` f32[..., n],
+  clipped to [tdist[0], tdist[-1]]; rays that hit nothing get tdist[-1]."""
+  acc = jnp.sum(weights, axis=-1)
   t_mid = 0.5 * (tdist[..., 1:] + tdist[..., :-1])
   depth = jnp.sum(weights * t_mid, axis=-1) / jnp.maximum(acc, 1e-10)
   depth = jnp.where(acc > 1e-10, depth, tdist[..., -1])
-  depth = jnp.clip(depth, tdist[..., 0], tdist[..., -1])
-  return structs.RenderOutput(
-      rgb=color, depth=depth, acc=acc, weights=weights, tdist=tdist)
+  return jnp.clip(depth, tdist[..., 0], tdist[..., -1])

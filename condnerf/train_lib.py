@@ -28,6 +28,7 @@ from condnerf import train_clock
 from condnerf import train_hooks
 from condnerf import workdir as workdir_lib
 from condnerf import writers
+from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 
 
@@ -67,7 +68,7 @@ class StepRunner:
     self.sampler = sampler_lib.RaySampler(
         exp.scene.train, exp.config.train.batch_size,
         exp.config.seed if seed is None else seed, jax.process_index(),
-        jax.process_count())
+        jax.process_count(), exp.config.train.frame_shards)
     self._next = None
 
   def batch(self, step):
@@ -192,6 +193,15 @@ def _train_loop(exp, state, ckpt, writer, workdir, train_key, profiler):
   tc = exp.config.train
   writer.write_hparams(json.loads(exp.config.to_json()))
   runner = StepRunner(exp, train_key, start=int(jax.device_get(state.step)))
+  train = exp.scene.train
+  if train.global_indices is not None:
+    held = base.Share(jax.process_index(), jax.process_count(),
+                      train_shards=tc.frame_shards).train_shard_range()
+    train_hooks.say(
+        f'Process {jax.process_index()} of {jax.process_count()} reads '
+        f'{len(train)} of the {train.split_size} training frames (shards '
+        f'{held.start}-{held.stop - 1} of train.frame_shards='
+        f'{tc.frame_shards}).')
   clock = train_clock.TrainClock(
       tc.steps, tc.minutes, train_clock.read_clock(workdir, runner.step),
       sync_every=tc.log_every)

@@ -71,6 +71,9 @@ class ConfigsTest(absltest.TestCase):
         ('optim.lr_init', -1e-3, 'optim.lr_init=-0.001 must be a positive'),
         ('optim.codes_lr_final', 0.0, 'optim.codes_lr_final=0.0 must be'),
         ('train.minutes', -1.0, 'train.minutes=-1.0 must be >= 0'),
+        ('train.frame_shards', 0, 'train.frame_shards=0 must be >= 1'),
+        ('train.frame_shards', 3, 'train.frame_shards=3 must be >= 1 and '
+         'divide train.batch_size=64'),
     ]
     scene = scenes.tiny_scene()
     for key, value, message in cases:

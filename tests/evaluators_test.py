@@ -1,5 +1,6 @@
 """config.evals: the evaluators a run names, built and run by one function."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -72,6 +73,13 @@ class EvalsConfigTest(absltest.TestCase):
 
   def test_types_are_the_package_modules(self):
     self.assertEqual(evaluators.types(), ['edit_benchmark', 'image_metrics'])
+
+  def test_a_sharded_training_split_is_not_evaluated_in_training(self):
+    train = scenes.tiny_scene(num_train=4).train
+    held = dataclasses.replace(train.subset([0, 2]), global_indices=[0, 2],
+                               split_size=4, split_ids=[-1] * 4)
+    with self.assertRaisesRegex(errors.ConfigError, 'eval.split=test'):
+      image_metrics.process_share(held)
 
 
 class BuildAndRunTest(absltest.TestCase):

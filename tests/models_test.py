@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condnerf import models
+from condnerf import ndc
 from condnerf import sampling
 from condnerf import structs
 from condnerf.configs import base
@@ -184,6 +185,34 @@ class ModelTest(parameterized.TestCase):
       self.assertTrue(np.all(np.abs(points) <= 1.5 + 1e-4))
       self.assertGreater(float(level['tdist'][:, 0].min()), 2.0)
       self.assertLess(float(level['tdist'][:, -1].max()), 6.0)
+
+  def test_ndc_samples_in_ndc_and_reports_depth_in_world_units(self):
+    model, config = tiny_model('proposal', 'hashgrid')
+    projection = ndc.Projection(1.5, 1.5, 1.0)
+    model = model.clone(ndc=tuple(projection))
+    rays = random_rays(16, jax.random.key(0))
+    rays = rays.replace(origins=rays.origins - jnp.array([0.0, 0.0, 4.0]))
+    code = jnp.zeros((16, config.codes.dim))
+    params = model.init(jax.random.key(1), rays, code)
+    o, d = ndc.rays_to_ndc(rays.origins, rays.directions, projection)
+    for level in model.apply(params, rays, method=model.geometry):
+      tdist = level['tdist']
+      self.assertEqual(float(tdist.min()), 0.0)  # the near plane ...
+      self.assertEqual(float(tdist.max()), 1.0)  # ... to infinity.
+      np.testing.assert_allclose(
+          level['world_tdist'],
+          ndc.world_distance(tdist, o[:, None], d[:, None],
+                             rays.origins[:, None], projection), rtol=1e-6)
+      # Edge 0 is where the ray meets z = -1.
+      np.testing.assert_allclose(
+          level['world_tdist'][:, 0],
+          -(1.0 + rays.origins[:, 2]) / rays.directions[:, 2], rtol=1e-5)
+    final = model.apply(params, rays, code)[-1]
+    levels = model.apply(params, rays, method=model.geometry)
+    world = levels[-1]['world_tdist']
+    self.assertTrue(np.all(final.depth >= world[:, 0] - 1e-5))
+    self.assertTrue(np.all(final.depth <= world[:, -1] + 1e-5))
+    self.assertGreater(float(final.depth.max()), 1.0)  # not t' in [0, 1].
 
   def test_unknown_model_name_lists_choices(self):
     config = base.get_config('runlocal')

@@ -136,6 +136,13 @@ def test_check_divisible_names_the_field_and_the_device_count():
     parallel.check_divisible(3, parallel.create_mesh(jax.devices()[:2]))
 
 
+def test_process_sum_on_one_process_is_the_float64_array():
+  values = np.array([[0.1, 1e300], [3.0, -2.5]])
+  out = parallel.process_sum(values)
+  assert out.dtype == np.float64
+  np.testing.assert_array_equal(out, values)
+
+
 def test_single_process_helpers_are_identities():
   batch = _batch(8)
   assert parallel.process_rows(batch) is batch

@@ -47,6 +47,8 @@ def get_config(arg=None):
       background=(1.0, 1.0, 1.0),
       holdout=8,  # LLFF/nerfstudio: every holdout-th image is a test view.
       max_frames=0,  # keep the first N frames of each split (0 = all).
+      # Sample forward-facing captures in NDC (llff only; see condnerf.ndc).
+      ndc=False,
   ))
 
   config.model = ml_collections.ConfigDict(dict(
@@ -118,6 +120,11 @@ def get_config(arg=None):
       # used up, and the learning-rate decay follows the budget, not steps.
       minutes=0.0,
       batch_size=1024,  # rays per step, over all devices of all processes.
+      # Training frames in shards (frame i in shard i % frame_shards); each
+      # batch is one equal block of rays per shard, and in a multi-process
+      # run each process reads only the shards its rows of the batch come
+      # from. Fixed for a run: it decides which rays each step draws.
+      frame_shards=1,
       coarse_loss_weight=0.1,  # hierarchical: weight of non-final levels.
       interlevel_loss_weight=1.0,  # proposal: weight of the interlevel loss.
       randomized=True,  # jitter samples during training.

@@ -8,8 +8,9 @@ Besides the contract (`Frames`, `Share`, `Scene`, `validate_scene`) this
 module owns the two ends every loader (`blender`, `nerfstudio`, `llff`)
 shares: at the start, checking the common arguments (`check_folder`,
 `check_options` and the value checks `check_positive_int`,
-`check_background`); at the end, reading only a process's `Share` of an
-evaluation split (`load_share`), turning file appearance ids into code rows
+`check_background`); at the end, reading only a process's `Share` of the
+evaluation splits and, in a multi-process training, of the training frames
+(`load_share`), turning file appearance ids into code rows
 (`assign_codes`) and assembling the validated `Scene` (`build_scene`).
 Reading files is `image_io`'s and `transforms_json`'s; nothing here touches
 jax.
@@ -52,6 +53,9 @@ class Frames:
       i64[N], the position of each frame in the whole split (a process's
       `Share` of it).
     split_size: frames in the whole split when `global_indices` is set.
+    split_ids: None, or (for a share of the training split) i32[split_size],
+      the file appearance ids of every frame of the whole split (-1 where
+      absent), so that code rows are numbered as if every frame were read.
   """
   images: list
   alphas: Optional[list]
@@ -65,6 +69,7 @@ class Frames:
   appearances: Optional[np.ndarray] = None
   global_indices: Optional[np.ndarray] = None
   split_size: int = 0
+  split_ids: Optional[np.ndarray] = None
 
   def __len__(self):
     return len(self.images)
@@ -83,25 +88,49 @@ class Frames:
         else self.appearances[indices],
         global_indices=None if self.global_indices is None
         else self.global_indices[indices],
-        split_size=self.split_size)
+        split_size=self.split_size, split_ids=self.split_ids)
 
 
 @dataclasses.dataclass(frozen=True)
 class Share:
-  """The frames of an evaluation split that one process holds.
+  """The frames one process of `count` holds.
 
-  Of the first `limit` frames (0 = all), process `index` of `count` holds
-  every `count`-th one starting at `index`, so round r of an evaluation
-  renders frames r * count ... r * count + count - 1 across the processes.
+  Evaluation splits: of the first `limit` frames (0 = all), process `index`
+  holds every `count`-th one starting at `index`, so round r of an
+  evaluation renders frames r * count ... r * count + count - 1 across the
+  processes.
+
+  Training split, when `train_shards` > 0: training frame i is in shard
+  i % train_shards, every global batch is one equal block of rays per shard
+  in shard order (`data.sampler`), and a process holds the shards whose
+  blocks meet its contiguous rows of the batch (`train_shard_range`). With
+  0 the training split is read whole; with `evals` False the evaluation
+  splits are (a training's share).
   """
   index: int = 0
   count: int = 1
   limit: int = 0
+  train_shards: int = 0
+  evals: bool = True
 
   def __post_init__(self):
-    if not 0 <= self.index < self.count or self.limit < 0:
-      raise ValueError(f'Invalid share {self}: need 0 <= index < count and '
-                       'limit >= 0.')
+    if (not 0 <= self.index < self.count or self.limit < 0 or
+        self.train_shards < 0):
+      raise ValueError(f'Invalid share {self}: need 0 <= index < count, '
+                       'limit >= 0 and train_shards >= 0.')
+
+  def train_shard_range(self):
+    """range of the training shards whose batch blocks meet this process's
+    rows: of rows [index, index + 1) * B / count, blocks of B / shards."""
+    shards = self.train_shards
+    return range(self.index * shards // self.count,
+                 -(-(self.index + 1) * shards // self.count))
+
+  def train_indices(self, num_frames):
+    """i64[n] positions in the training split of the frames held."""
+    held = np.isin(np.arange(num_frames) % self.train_shards,
+                   list(self.train_shard_range()))
+    return np.flatnonzero(held)
 
   def size(self, num_frames):
     """Frames of the whole split that are shared out."""
@@ -138,6 +167,8 @@ class Scene:
       holds the scene content (used by bounded encodings such as hash grids).
     up: f32[3] world up direction (for camera paths).
     metadata: free-form dict of extra facts (source path, variants table, ...).
+    ndc: None, or the `ndc.Projection` (sx, sy, near) of a forward-facing
+      scene the model samples in NDC (`scene_bound` is then NDC's).
   """
   train: Frames
   val: Frames
@@ -147,6 +178,7 @@ class Scene:
   scene_bound: float
   up: np.ndarray
   metadata: dict = dataclasses.field(default_factory=dict)
+  ndc: Optional[tuple] = None
 
 
 def assign_appearance_ids(ids, num_frames, mode, split):
@@ -259,29 +291,42 @@ def check_options(factor, max_frames, background):
           check_background(background))
 
 
-def load_share(split, entries, share, load):
-  """`load(entries)`, or only `share`'s part of them for an eval split.
+def load_share(split, entries, share, load, file_ids=None):
+  """`load(entries)`, or only `share`'s part of them.
 
   Args:
     split: the split's name.
     entries: list describing every frame of the split.
-    share: None or `Share`.
+    share: None or `Share` (eval splits; the training split when
+      `share.train_shards`).
     load: list of entries -> `Frames`.
+    file_ids: None (no file gives ids), or `() -> i32[len(entries)]`, the
+      file appearance ids of every entry read without the images; called
+      for a training share only.
   Returns:
     `Frames`, tagged with global positions when shared.
   """
-  if share is None or split not in EVAL_SPLITS:
+  if share is None:
     return load(entries)
-  mine, positions = share.take(entries)
-  return share.mark(load(mine), positions, len(entries))
+  if split in EVAL_SPLITS and share.evals:
+    mine, positions = share.take(entries)
+    return share.mark(load(mine), positions, len(entries))
+  if split != 'train' or not share.train_shards:
+    return load(entries)
+  positions = share.train_indices(len(entries))
+  frames = load([entries[i] for i in positions])
+  ids = (np.full((len(entries),), -1, np.int32) if file_ids is None
+         else np.asarray(file_ids(), np.int32).reshape(-1))
+  return dataclasses.replace(frames, global_indices=positions,
+                             split_size=len(entries), split_ids=ids)
 
 
-def _check_codes(splits, num_codes, inferred):
+def _check_codes(splits, num_codes, inferred, seen):
   """Raises `DataError` for a code row outside the table of `num_codes`.
 
-  When the table size was `inferred`, also for a row no training frame uses.
+  When the table size was `inferred`, also for a row no training frame uses
+  (`seen`: the set of the whole training split's rows).
   """
-  seen = set(splits['train'].appearance_ids.tolist())
   for split, frames in splits.items():
     for name, code in zip(frames.names, frames.appearance_ids.tolist()):
       if code >= num_codes:
@@ -315,29 +360,45 @@ def assign_codes(splits, mode, num_codes):
       (when num_codes is inferred) a val/test id never seen in training.
   """
   train = splits['train']
-  have = train.appearance_ids >= 0
+  # A training share numbers its rows from the whole split's file ids.
+  whole = train.appearance_ids if train.split_ids is None else train.split_ids
+  have = whole >= 0
   if have.any() and not have.all():
-    missing = train.names[int(np.argmin(have))]
-    present = train.names[int(np.argmax(have))]
+    missing, present = int(np.argmin(have)), int(np.argmax(have))
     raise DataError(
-        f'Training frame {missing!r} has no "appearance_id" but {present!r} '
-        'has one; give every training frame an appearance_id, or none.')
+        f'Training frame {_frame_name(train, missing)} has no '
+        f'"appearance_id" but {_frame_name(train, present)} has one; give '
+        'every training frame an appearance_id, or none.')
   if mode == 'auto':
     mode = 'ids' if have.size and have.all() else 'per_frame'
   out = {}
   for split, frames in splits.items():
-    raw = frames.appearance_ids
+    raw = frames.appearance_ids if split != 'train' else whole
     ids = raw if (split != 'train' or (raw >= 0).any()) else None
-    codes = assign_appearance_ids(ids, len(frames), mode, split)
+    codes = assign_appearance_ids(ids, len(raw), mode, split)
     out[split] = dataclasses.replace(frames, appearance_ids=codes)
+  train_codes = out['train'].appearance_ids
+  if train.split_ids is not None:
+    out['train'].appearance_ids = train_codes[train.global_indices]
   inferred = num_codes <= 0
   if inferred:
-    num_codes = max(1, int(out['train'].appearance_ids.max(initial=-1)) + 1)
-  _check_codes(out, num_codes, inferred)
+    num_codes = max(1, int(train_codes.max(initial=-1)) + 1)
+  _check_codes(out, num_codes, inferred, set(train_codes.tolist()))
   return out, int(num_codes)
 
 
-def build_scene(splits, num_codes, background, scene_bound, up, metadata):
+def _frame_name(frames, position):
+  """The name of the frame at `position` of the split, when loaded."""
+  if frames.global_indices is None:
+    return repr(frames.names[position])
+  held = np.flatnonzero(frames.global_indices == position)
+  return (repr(frames.names[held[0]]) if held.size else
+          f'#{position} (read by another process)')
+
+
+
+def build_scene(splits, num_codes, background, scene_bound, up, metadata,
+                ndc=None):
   """The validated `Scene` of a loader's splits (see `assign_codes`).
 
   Args:
@@ -347,11 +408,12 @@ def build_scene(splits, num_codes, background, scene_bound, up, metadata):
     scene_bound: half-width of the box holding the scene content.
     up: f32[3] world up direction.
     metadata: dict of extra facts (see `Scene`).
+    ndc: None, or the scene's `ndc.Projection`.
   Returns:
     The `Scene`, checked by `validate_scene`.
   """
   scene = Scene(
       train=splits['train'], val=splits['val'], test=splits['test'],
       num_codes=num_codes, background=background, scene_bound=scene_bound,
-      up=up, metadata=metadata)
+      up=up, metadata=metadata, ndc=None if ndc is None else tuple(ndc))
   return validate_scene(scene)

@@ -92,8 +92,9 @@ def load_blender(path, appearance='auto', num_codes=0,
     background: 3 floats in [0, 1], color the RGBA images are composited on.
     factor: int >= 1, box-downsampling factor (intrinsics are scaled).
     max_frames: when > 0, keep only the first `max_frames` of every split.
-    share: None, or a `base.Share`: of the val and test splits, read only
-      the frames this process evaluates.
+    share: None, or a `base.Share`: of the val and test splits (and of the
+      training split when it sets `train_shards`), read only the frames
+      this process holds.
   Returns:
     A validated `base.Scene`: near/far from the json's top-level `near`/`far`
     (default 2 and 6), `scene_bound` (default 1.5), up = +z.
@@ -122,8 +123,11 @@ def load_blender(path, appearance='auto', num_codes=0,
         transforms_json.load_frames, metas[split], folder=path,
         where=os.path.basename(json_path), background=background,
         factor=factor, near=near, far=far)
+    frames = frames[:max_frames] if max_frames else frames
     splits[split] = base.load_share(
-        split, frames[:max_frames] if max_frames else frames, share, load)
+        split, frames, share, load,
+        functools.partial(transforms_json.file_ids, frames,
+                          os.path.basename(json_path)))
   splits.setdefault('val', splits['test'])
   splits, num_codes = base.assign_codes(splits, appearance, num_codes)
   return base.build_scene(

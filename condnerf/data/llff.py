@@ -32,6 +32,8 @@ from typing import Optional
 
 import numpy as np
 
+from condnerf import cameras
+from condnerf import ndc as ndc_lib
 from condnerf.data import base
 from condnerf.data import image_io
 from condnerf.data import poses as poses_lib
@@ -202,6 +204,29 @@ def _normalize(poses, bounds, intrinsics, heights, widths):
   return poses, transform, bounds, near, far, scene_bound
 
 
+def _ndc(poses, intrinsics, heights, widths):
+  """(`ndc.Projection` of image 0 with near 1, NDC scene bound) of a
+  forward-facing capture; raises `DataError` for any other."""
+  try:
+    ndc_lib.check_forward_facing(poses, near=1.0)
+  except ValueError as e:
+    raise base.DataError(f'data.ndc=True: {e}') from e
+  projection = ndc_lib.Projection(
+      sx=float(2.0 * intrinsics[0, 0] / widths[0]),
+      sy=float(2.0 * intrinsics[0, 1] / heights[0]), near=1.0)
+  corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+  bound = 1.0
+  for pose, intr, h, w in zip(poses, intrinsics, heights, widths):
+    pixels = corners * np.float32([h, w]) - 0.5
+    origins, directions = cameras.pixel_directions(pixels, intr, pose)
+    start, step = ndc_lib.rays_to_ndc(origins.astype(np.float64),
+                                      directions.astype(np.float64),
+                                      projection)
+    ends = np.concatenate([start, start + step])[:, :2]
+    bound = max(bound, float(np.abs(ends).max()))
+  return projection, bound
+
+
 def _read_image(files, i, background):
   """(f32[H, W, 3] composited image, f32[H, W] alpha or None) of image i."""
   rgb, alpha = image_io.read_image(os.path.join(files.image_dir,
@@ -238,7 +263,7 @@ def _read_frames(indices, files, poses, intrinsics, background, near, far):
 
 def load_llff(path, factor=8, appearance='auto', num_codes=0,
               background=(1.0, 1.0, 1.0), holdout=8, max_frames=0,
-              share=None):
+              share=None, ndc=False):
   """Loads an LLFF scene (see the module docstring for the normalisation).
 
   Args:
@@ -251,8 +276,12 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     holdout: every `holdout`-th image (from the first) is a test image; val
       is the test split.
     max_frames: when > 0, keep only the first `max_frames` of every split.
-    share: None, or a `base.Share`: of the held-out (val = test) split, read
-      only the frames this process evaluates.
+    share: None, or a `base.Share`: of the held-out (val = test) split, and
+      of the training split when it sets `train_shards`, read only the
+      frames this process holds.
+    ndc: sample in NDC (forward-facing captures): the scene's `ndc` is the
+      first image's projection with the near plane at 1, and its
+      `scene_bound` the half-width of every frustum in NDC.
   Returns:
     A validated `base.Scene` (up = +y). `metadata['bounds']` holds the scaled
     per-frame z-depth bounds f32[N, 2] of all frames and
@@ -273,11 +302,15 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
   intrinsics, heights, widths = _intrinsics(files, hwf)
   poses, transform, bounds, near, far, scene_bound = _normalize(
       poses, bounds, intrinsics, heights, widths)
+  projection = None
+  if ndc:
+    projection, scene_bound = _ndc(poses, intrinsics, heights, widths)
   read = functools.partial(_read_frames, files=files, poses=poses,
                            intrinsics=intrinsics, background=background,
                            near=near, far=far)
   test = base.load_share('test', list(test_idx), share, read)
-  splits = {'train': read(train_idx), 'val': test, 'test': test}
+  train = base.load_share('train', list(train_idx), share, read)
+  splits = {'train': train, 'val': test, 'test': test}
   splits, num_codes = base.assign_codes(splits, appearance, num_codes)
   return base.build_scene(
       splits, num_codes, background, scene_bound,
@@ -285,4 +318,4 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
       metadata={'format': 'llff', 'source': os.path.abspath(path),
                 'factor': factor, 'masks': files.mask_dir is not None,
                 'bounds': bounds.astype(np.float32),
-                'world_transform': transform})
+                'world_transform': transform}, ndc=projection)

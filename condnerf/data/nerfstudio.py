@@ -145,8 +145,9 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
     factor: int >= 1, box-downsampling factor (intrinsics are scaled).
     holdout: int >= 2; every `holdout`-th frame without a `split` key is test.
     max_frames: when > 0, keep only the first `max_frames` of every split.
-    share: None, or a `base.Share`: of the val and test splits, read only
-      the frames this process evaluates.
+    share: None, or a `base.Share`: of the val and test splits (and of the
+      training split when it sets `train_shards`), read only the frames
+      this process holds.
   Returns:
     A validated `base.Scene` (up = +y). `metadata['world_transform']` f64[4, 4]
     maps json coordinates to scene coordinates.
@@ -175,7 +176,10 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
   for split, entries in split_frames.items():
     if entries or split == 'train':
       entries = entries[:max_frames] if max_frames else entries
-      splits[split] = base.load_share(split, entries, share, load)
+      splits[split] = base.load_share(
+          split, entries, share, load,
+          functools.partial(transforms_json.file_ids, entries,
+                            os.path.basename(json_path)))
       splits[split].poses = poses_lib.transform_poses(splits[split].poses,
                                                       transform)
   if 'test' not in splits:

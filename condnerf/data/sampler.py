@@ -1,44 +1,79 @@
 """Host-side ray batches: random training rays and full-image rays.
 
-Owns turning `Frames` into `structs.Batch`es of numpy arrays. Every process
-draws the same global batch from a generator seeded by (seed, step) and keeps
-only its own contiguous share, so batches are reproducible across restarts
-and across process counts. Nothing here touches jax devices.
+Owns turning `Frames` into `structs.Batch`es of numpy arrays. The global
+batch of a step is `shards` equal blocks, block s drawn uniformly from the
+pixels of training shard s (frames i with i % shards == s) by a generator
+seeded with (seed, step, s), or (seed, step) for one shard. Every process
+draws the blocks that meet its contiguous rows of the global batch and keeps
+those rows, so batches are reproducible across restarts and across process
+counts, and a process needs only the frames of its shards (`base.Share`).
+Nothing here touches jax devices.
 """
 
 import numpy as np
 
 from condnerf import cameras
 from condnerf import structs
+from condnerf.data import base
 
 
 class RaySampler:
-  """Uniformly random pixels over all frames of a split."""
+  """Uniformly random pixels over the frames of each shard of a split."""
 
   def __init__(self, frames, batch_size, seed, process_index=0,
-               process_count=1):
+               process_count=1, shards=1):
     """Indexes every pixel of `frames`.
 
     Args:
-      frames: `data.base.Frames`.
+      frames: `data.base.Frames`: the whole split, or a process's share of
+        it (`global_indices` set) holding at least this process's shards.
       batch_size: global rays per step, over all processes.
       seed: integer seed of the pixel draws.
       process_index: this process's index.
       process_count: number of processes sharing each batch.
+      shards: frame shards of the split (`train.frame_shards`).
     Raises:
-      ValueError: if batch_size does not split evenly over processes.
+      ValueError: if batch_size does not split evenly over processes or
+        shards, a shard has no frame, or `frames` lack a shard's frames.
     """
-    if batch_size % process_count:
-      raise ValueError(f'batch_size={batch_size} must be divisible by the '
-                       f'{process_count} processes.')
+    if batch_size % process_count or batch_size % shards:
+      raise ValueError(
+          f'batch_size={batch_size} must be divisible by the '
+          f'{process_count} processes and the {shards} frame shards '
+          '(train.frame_shards).')
+    share = base.Share(process_index, process_count, train_shards=shards)
+    positions = (np.arange(len(frames)) if frames.global_indices is None
+                 else np.asarray(frames.global_indices))
+    split_size = (len(frames) if frames.global_indices is None else
+                  frames.split_size)
+    if shards > split_size:
+      raise ValueError(
+          f'train.frame_shards={shards} is more than the {split_size} '
+          'training frames; use at most one shard per frame.')
+    missing = np.setdiff1d(share.train_indices(split_size), positions)
+    if missing.size:
+      raise ValueError(
+          f'Process {process_index} of {process_count} needs training '
+          f'frames {missing.tolist()[:8]} of shards '
+          f'{list(share.train_shard_range())} of {shards}, which were not '
+          'loaded; load the scene with this base.Share.')
     self.frames = frames
     self.batch_size = batch_size
     self.local_size = batch_size // process_count
-    self.offset = process_index * self.local_size
-    self.seed = seed
+    self.seed, self.shards = seed, shards
+    self.block = batch_size // shards
+    held = share.train_shard_range()
+    # Rows of this process within the blocks of its shards, concatenated.
+    self.offset = process_index * self.local_size - held.start * self.block
     sizes = [im.shape[0] * im.shape[1] for im in frames.images]
     self._starts = np.concatenate([[0], np.cumsum(sizes)])
     self._widths = np.array([im.shape[1] for im in frames.images])
+    # Per held shard: its frames (in split order) and their pixel starts.
+    self._shards = []
+    for shard in held:
+      mine = np.flatnonzero(positions % shards == shard)
+      self._shards.append((shard, mine, np.concatenate(
+          [[0], np.cumsum(np.asarray(sizes)[mine])])))
     self._rgb = np.concatenate(
         [im.reshape(-1, 3) for im in frames.images]).astype(np.float32)
     self._alpha = (np.ones((self.num_pixels,), np.float32)
@@ -50,6 +85,20 @@ class RaySampler:
   def num_pixels(self):
     return int(self._starts[-1])
 
+  def _draw(self, step):
+    """(i64[rows] frame of each row, i64[rows] pixel index within it) of
+    this process's rows of the global batch of `step`."""
+    frames, pixels = [], []
+    for shard, mine, starts in self._shards:
+      key = [self.seed, step] if self.shards == 1 else [self.seed, step, shard]
+      flat = np.random.default_rng(key).integers(0, starts[-1],
+                                                  size=self.block)
+      k = np.searchsorted(starts, flat, side='right') - 1
+      frames.append(mine[k])
+      pixels.append(flat - starts[k])
+    rows = slice(self.offset, self.offset + self.local_size)
+    return np.concatenate(frames)[rows], np.concatenate(pixels)[rows]
+
   def batch(self, step):
     """This process's share of the global batch of `step`.
 
@@ -59,11 +108,8 @@ class RaySampler:
       `structs.Batch` of numpy arrays with leading dim batch_size /
       process_count.
     """
-    rng = np.random.default_rng([self.seed, step])
-    flat = rng.integers(0, self.num_pixels, size=self.batch_size)
-    flat = flat[self.offset:self.offset + self.local_size]
-    frame = np.searchsorted(self._starts, flat, side='right') - 1
-    local = flat - self._starts[frame]
+    frame, local = self._draw(step)
+    flat = self._starts[frame] + local
     pixels = np.stack([local // self._widths[frame],
                        local % self._widths[frame]], axis=-1)
     rays = frame_rays(self.frames, frame, pixels.astype(np.float32))

@@ -38,4 +38,10 @@ def load_scene(name, path, **kwargs):
                          f'{sorted(DATASETS)}.')
   loader = DATASETS[name]
   accepted = inspect.signature(loader).parameters
+  if kwargs.get('ndc') and 'ndc' not in accepted:
+    raise base.DataError(
+        f'data.ndc=True is for forward-facing captures, which the llff '
+        f'loader reads; the {name!r} loader has no NDC. Set data.ndc=False '
+        '(a scene box, or model.field.use_contraction=True for unbounded '
+        'scenes).')
   return loader(path, **{k: v for k, v in kwargs.items() if k in accepted})

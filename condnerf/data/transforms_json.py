@@ -163,6 +163,13 @@ def appearance_id(frame, where):
   return int(value)
 
 
+def file_ids(frames, where):
+  """i32[N]: each frame entry's "appearance_id" (-1 where absent), read
+  without the images (a training share numbers code rows from them)."""
+  return np.asarray([appearance_id(frame, f'{where} frame {i}')
+                     for i, frame in enumerate(frames)], np.int32)
+
+
 def appearance_values(frame, where):
   """f32[3] of a frame's "appearance" ([theta, s, g] of a variant)."""
   value = frame.get('appearance')

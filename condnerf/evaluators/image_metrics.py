@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import tqdm
 
+from condnerf import errors
 from condnerf import images
 from condnerf import inference
 from condnerf import metrics as metrics_lib
@@ -50,6 +51,12 @@ def process_share(frames, max_images=0):
     ValueError: `frames` is a share of another process layout.
   """
   share = base.Share(jax.process_index(), jax.process_count(), max_images)
+  if frames.split_ids is not None:
+    raise errors.ConfigError(
+        'The training split is sharded over the processes '
+        '(train.frame_shards > 1), so no process holds the frames it would '
+        'evaluate; evaluate the training split afterwards with --mode=eval, '
+        'or choose eval.split=test.')
   if frames.global_indices is None:
     idx = share.indices(len(frames))
     return share.mark(frames.subset(idx), idx, len(frames))

@@ -287,6 +287,49 @@ class FixtureTest(parameterized.TestCase):
     train = [self._frame('train/a', appearance_id=0), self._frame('train/b')]
     self._expect(self._simple(train), 'give every training frame')
 
+  def _four_frames(self, ids):
+    """4 training frames of distinct colors (file ids `ids`, or none)."""
+    train = [self._frame(f'train/{i}', color=(40 * i, 0, 0, 255),
+                         **({} if ids is None else {'appearance_id': ids[i]}))
+             for i in range(4)]
+    return self._simple(train, [self._frame('test/a', appearance_id=0)]
+                        if ids else None)
+
+  def test_a_training_share_reads_only_its_frames_and_keeps_code_rows(self):
+    for ids in (None, [3, 1, 3, 0]):  # per-frame codes, then file ids.
+      with self.subTest(ids=ids):
+        path = self._four_frames(ids)
+        whole = blender.load_blender(path)
+        # Process 1 of 2 with 2 shards holds frames 1 and 3; frame 0's image
+        # is gone and nobody notices.
+        os.rename(os.path.join(self.root, 'train/0.png'),
+                  os.path.join(self.root, 'hidden.png'))
+        share = base.Share(1, 2, train_shards=2, evals=False)
+        mine = blender.load_blender(path, share=share)
+        os.rename(os.path.join(self.root, 'hidden.png'),
+                  os.path.join(self.root, 'train/0.png'))
+        self.assertEqual(mine.train.names, ['train/1.png', 'train/3.png'])
+        np.testing.assert_array_equal(mine.train.global_indices, [1, 3])
+        self.assertEqual(mine.train.split_size, 4)
+        np.testing.assert_array_equal(mine.train.images[1],
+                                      whole.train.images[3])
+        np.testing.assert_array_equal(mine.train.appearance_ids,
+                                      whole.train.appearance_ids[[1, 3]])
+        self.assertEqual(mine.num_codes, whole.num_codes)
+        self.assertEqual(len(mine.test), len(whole.test))  # evals=False.
+
+  def test_ndc_is_refused_for_a_loader_without_it(self):
+    with self.assertRaisesRegex(base.DataError, "the 'blender' loader has no "
+                                'NDC. Set data.ndc=False'):
+      scenes.load_scene('blender', self._simple(), ndc=True)
+
+  def test_a_training_share_checks_ids_of_frames_it_does_not_read(self):
+    train = [self._frame('train/a', appearance_id=0), self._frame('train/b')]
+    share = base.Share(0, 2, train_shards=2, evals=False)  # reads train/a.
+    message = self._expect(self._simple(train), 'give every training frame',
+                           share=share)
+    self.assertIn('#1 (read by another process)', message)
+
 
 if __name__ == '__main__':
   absltest.main()

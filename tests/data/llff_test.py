@@ -3,6 +3,7 @@
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -10,7 +11,9 @@ import numpy as np
 from PIL import Image
 
 from condnerf import cameras
+from condnerf import ndc
 from condnerf.data import base
+from condnerf.data import image_io
 from condnerf.data import llff
 from condnerf.data import poses as poses_lib
 
@@ -139,6 +142,58 @@ class FixtureTest(parameterized.TestCase):
                                                       scale)
     self.assertLessEqual(np.abs(far_points).max(), scene.scene_bound)
     self.assertEqual(scene.train.alphas[0].min(), 1.0)
+
+  def test_ndc_projection_and_bound_from_the_cameras(self):
+    scene = llff.load_llff(self.root, factor=4, holdout=2, ndc=True)
+    # Image 0: fx = 100 / 4 = 25 over a half-width of 15 px (10 px high).
+    np.testing.assert_allclose(scene.ndc, (25 / 15, 25 / 10, 1.0))
+    # Every frustum corner ray between the near plane and infinity lies
+    # inside the NDC box (the outermost one touches it).
+    corners = []
+    for frames in (scene.train, scene.test):
+      for pose, intr in zip(frames.poses, frames.intrinsics):
+        pixels = np.float32([[-0.5, -0.5], [-0.5, 29.5], [19.5, -0.5],
+                             [19.5, 29.5]])
+        o, d = cameras.pixel_directions(pixels, intr, pose)
+        start, step = ndc.rays_to_ndc(o.astype(np.float64),
+                                      d.astype(np.float64), scene.ndc)
+        corners += [start, start + step]
+    reach = np.abs(np.concatenate(corners)[:, :2]).max()
+    self.assertAlmostEqual(scene.scene_bound, max(1.0, reach), places=5)
+    self.assertIsNone(llff.load_llff(self.root, factor=4, holdout=2).ndc)
+
+  def test_ndc_is_refused_for_cameras_facing_many_ways(self):
+    turned = self.poses.copy()
+    turned[3] = cameras.look_at((10.0, 0.0, 0.0), (0.0, 0.0, 0.0),
+                                up=(0.0, 1.0, 0.0))
+    rows = [_opengl_to_llff(p, self.hwf, b)
+            for p, b in zip(turned, self.bounds)]
+    np.save(os.path.join(self.root, 'poses_bounds.npy'), np.stack(rows))
+    self._expect('not a forward-facing capture. Use data.ndc=False',
+                 ndc=True)
+    llff.load_llff(self.root, factor=4)  # fine without NDC.
+
+  def test_training_share_reads_its_shard_with_the_whole_normalization(self):
+    whole = llff.load_llff(self.root, factor=4, holdout=4)  # train 1, 2, 3.
+    share = base.Share(0, 2, train_shards=2, evals=False)  # train 1 and 3.
+    decoded = []
+    read_image = image_io.read_image
+
+    def recording_read(path, *args, **kwargs):
+      decoded.append(os.path.basename(path))
+      return read_image(path, *args, **kwargs)
+
+    self.enter_context(mock.patch.object(image_io, 'read_image',
+                                         recording_read))
+    mine = llff.load_llff(self.root, factor=4, holdout=4, share=share)
+    self.assertEqual(mine.train.names, ['images_4/img1.png',
+                                        'images_4/img3.png'])
+    # Its training frames and the held-out ones (evals=False): not img2.
+    self.assertCountEqual(decoded, ['img0.png', 'img1.png', 'img3.png'])
+    np.testing.assert_array_equal(mine.train.poses, whole.train.poses[[0, 2]])
+    np.testing.assert_array_equal(mine.train.appearance_ids, [0, 2])
+    self.assertEqual(mine.num_codes, 3)
+    self.assertEqual(mine.scene_bound, whole.scene_bound)
 
   def _expect(self, phrase, **kwargs):
     with self.assertRaises(base.DataError) as ctx:

@@ -2,7 +2,10 @@
 
 The same command trains on 1 process x 1 device, 1 x 4 and 2 processes x 2
 devices (gloo on 127.0.0.1); every global batch and per-ray key is the
-same, so the parameters agree. A checkpoint written by the 2 x 2 run
+same, so the parameters agree. With `train.frame_shards=2` each of the two
+processes reads only half of the training frames (its shard's block of
+every batch), and the palette head's start, a mean color over all training
+pixels, is summed across them. A checkpoint written by the 2 x 2 run
 resumes on 1 x 4 and on 1 x 1 and continues to what the uninterrupted
 1 x 4 run reached.
 """
@@ -39,6 +42,8 @@ class MultiProcessTrainTest(absltest.TestCase):
     cls.tmp = tempfile.TemporaryDirectory()
     cls.config = [*launch.tiny_chair(cls.tmp.name),
                   f'--config.train.steps={STEPS}',
+                  '--config.train.frame_shards=2',
+                  '--config.model.head.kind=palette',
                   '--config.train.val_every=0', '--mode=train']
     cls.runs = {}
     for name, devices in (('1x1', 1), ('1x4', 4)):
@@ -63,10 +68,12 @@ class MultiProcessTrainTest(absltest.TestCase):
 
   @classmethod
   def run_two(cls, workdir):
+    cls.stderr = []
     for code, err in launch.run_processes(
         [*cls.config, f'--workdir={workdir}']):
       if code:
         raise AssertionError(err[-3000:])
+      cls.stderr.append(err)
 
   def assert_same_state(self, a, b):
     self.assertEqual(int(a.step), int(b.step))
@@ -80,6 +87,11 @@ class MultiProcessTrainTest(absltest.TestCase):
     for name in ('2x2', '1x1'):
       with self.subTest(name):
         self.assert_same_state(trained_state(self.runs[name]), reference)
+
+  def test_each_process_read_only_its_shard_of_the_training_frames(self):
+    for index, err in enumerate(self.stderr):
+      self.assertIn(f'Process {index} of 2 reads 2 of the 4 training frames '
+                    f'(shards {index}-{index} of train.frame_shards=2)', err)
 
   def test_checkpoint_of_2x2_resumes_on_other_topologies(self):
     reference = trained_state(self.runs['1x4'])

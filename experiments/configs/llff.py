@@ -1,0 +1,45 @@
+r"""Forward-facing LLFF captures (fern by default), sampled in NDC.
+
+  python -m experiments.main --config=experiments/configs/llff.py:fast \
+      --config.data.path=../shared/data/fern --workdir=runs/fern
+  # fern at the NeRF paper's 504 x 378 (images_8 of the 4032 x 3024 photos):
+  ... --config.data.factor=8
+The LLFF protocol: every 8th image (from the first) is a test view, the
+rest train. Rays are mapped to NDC (`condnerf.ndc`, near plane 1 after the
+loader's scaling) and sampled evenly in NDC depth, which is evenly in
+disparity; depth maps are reported in world units. One shared appearance
+code (a capture has one look). Variants: `fast` (hash grid + proposal
+sampler, a 10-minute budget), `runlocal`.
+"""
+
+from condnerf.configs import base
+from condnerf.configs import common
+
+
+def get_config(arg=None):
+  arg = common.parse_arg(arg, runlocal=False, fast=False)
+  config = base.get_config(
+      ','.join(k for k in ('fast', 'runlocal') if arg[k]))
+  config.data.update(name='llff', path='../shared/data/fern', factor=8,
+                     holdout=8, appearance='shared', ndc=True)
+  # Forward-facing photos have no alpha and no background to composite on.
+  config.train.update(random_background=False, minutes=0.0)
+  if arg.fast and not arg.runlocal:
+    apply_llff_fast(config)
+  return config
+
+
+def apply_llff_fast(config):
+  """The fast family (hash grid, proposal sampler) in NDC on a 2-core CPU.
+
+  NDC puts the whole scene in the cube [-1, 1]^3 (x, y slightly beyond it
+  for the outer cameras), so the grids need no contraction; the learning
+  rate decays over the 10-minute budget.
+  """
+  config.model.num_samples = (48, 32)
+  config.model.field.hash_log2_table_size = 18
+  config.model.proposal_field.hash_log2_table_size = 16
+  config.model.head.width = 32
+  config.optim.update(lr_init=2e-2, lr_final=2e-3)
+  config.train.update(minutes=10.0, steps=100000, checkpoint_every=5000,
+                      val_every=0)

@@ -129,6 +129,48 @@ class EncodingTest(absltest.TestCase):
     inside = jnp.array([[0.1, 0.2, -0.3]])
     np.testing.assert_allclose(encoding.contract(inside), inside)
 
+  def test_contraction_identity_inside_and_radius_two_at_infinity(self):
+    x = jax.random.normal(jax.random.key(4), (64, 3))
+    x = x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+    for radius in (0.0, 0.3, 0.999, 1.0):
+      np.testing.assert_allclose(encoding.contract(radius * x), radius * x,
+                                 atol=1e-7)
+    # Radius r maps to radius 2 - 1/r along the same direction: 2 at
+    # infinity.
+    for radius in (1.5, 10.0, 1e3, 1e7):
+      c = encoding.contract(radius * x)
+      np.testing.assert_allclose(np.linalg.norm(c, axis=-1), 2 - 1 / radius,
+                                 rtol=1e-6)
+      np.testing.assert_allclose(c / np.linalg.norm(c, axis=-1,
+                                                    keepdims=True), x,
+                                 atol=1e-6)
+
+  def test_contraction_jacobian_matches_autodiff(self):
+    """Normals of a contracted field differentiate through the contraction.
+
+    Outside the unit ball, with r = |x| and u = x / r, the Jacobian is
+    u u^T / r^2 (radial) + (2 - 1/r) / r (I - u u^T) (tangential); inside
+    it is the identity, and both agree on the sphere (C^1 there).
+    """
+    def analytic(x):
+      r = np.linalg.norm(x)
+      if r <= 1.0:
+        return np.eye(3)
+      u = x / r
+      radial = np.outer(u, u)
+      return radial / r**2 + (2 - 1 / r) / r * (np.eye(3) - radial)
+
+    jacobian = jax.jit(jax.vmap(jax.jacfwd(encoding.contract)))
+    x = np.array(jax.random.normal(jax.random.key(5), (32, 3)) * 3,
+                 np.float64)
+    x[0] = [0.2, -0.1, 0.3]  # inside
+    x[1] = [0.0, 1.0001, 0.0]  # just outside the sphere
+    got = np.asarray(jacobian(jnp.asarray(x, jnp.float32)))
+    for i in range(len(x)):
+      np.testing.assert_allclose(got[i], analytic(x[i]), atol=2e-5)
+    np.testing.assert_allclose(analytic(np.array([0.0, 1.0 + 1e-9, 0.0])),
+                               np.eye(3), atol=1e-8)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -53,6 +53,9 @@ class Frames:
       i64[N], the position of each frame in the whole split (a process's
       `Share` of it).
     split_size: frames in the whole split when `global_indices` is set.
+    distortion: None (pinhole cameras), or f64[N, 6] lens coefficients
+      (k1, k2, k3, k4, p1, p2) of each frame (`cameras.distort`): rays are
+      cast through the undistorted pixel positions.
     split_ids: None, or (for a share of the training split) i32[split_size],
       the file appearance ids of every frame of the whole split (-1 where
       absent), so that code rows are numbered as if every frame were read.
@@ -70,6 +73,7 @@ class Frames:
   global_indices: Optional[np.ndarray] = None
   split_size: int = 0
   split_ids: Optional[np.ndarray] = None
+  distortion: Optional[np.ndarray] = None
 
   def __len__(self):
     return len(self.images)
@@ -88,7 +92,9 @@ class Frames:
         else self.appearances[indices],
         global_indices=None if self.global_indices is None
         else self.global_indices[indices],
-        split_size=self.split_size, split_ids=self.split_ids)
+        split_size=self.split_size, split_ids=self.split_ids,
+        distortion=None if self.distortion is None
+        else self.distortion[indices])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -204,6 +204,17 @@ def _normalize(poses, bounds, intrinsics, heights, widths):
   return poses, transform, bounds, near, far, scene_bound
 
 
+def _hull_bound(files, poses, intrinsics, bound):
+  """The scene box of a masked capture: the masks' visual hull
+  (`poses.mask_hull_bound`), or `bound` when no mask shows background.
+  Every process reads every mask (small), so all derive the same box."""
+  masks = [image_io.read_gray(os.path.join(files.mask_dir, name))
+           for name in files.mask_names]
+  if all(m.min() > 0.5 for m in masks):
+    return bound
+  return poses_lib.mask_hull_bound(poses, intrinsics, masks, bound)
+
+
 def _ndc(poses, intrinsics, heights, widths):
   """(`ndc.Projection` of image 0 with near 1, NDC scene bound) of a
   forward-facing capture; raises `DataError` for any other."""
@@ -283,8 +294,11 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
       first image's projection with the near plane at 1, and its
       `scene_bound` the half-width of every frustum in NDC.
   Returns:
-    A validated `base.Scene` (up = +y). `metadata['bounds']` holds the scaled
-    per-frame z-depth bounds f32[N, 2] of all frames and
+    A validated `base.Scene` (up = +y). Its `scene_bound` holds every
+    camera's frustum between its depth bounds (`metadata['frusta_bound']`),
+    or, with masks that show background, the masks' visual hull (photo
+    collections: the frusta reach far past the object). `metadata['bounds']`
+    holds the scaled per-frame z-depth bounds f32[N, 2] of all frames and
     `metadata['world_transform']` f64[4, 4] the map from file to scene
     coordinates.
   Raises:
@@ -302,9 +316,11 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
   intrinsics, heights, widths = _intrinsics(files, hwf)
   poses, transform, bounds, near, far, scene_bound = _normalize(
       poses, bounds, intrinsics, heights, widths)
-  projection = None
+  frusta_bound, projection = scene_bound, None
   if ndc:
     projection, scene_bound = _ndc(poses, intrinsics, heights, widths)
+  elif files.mask_dir is not None:
+    scene_bound = _hull_bound(files, poses, intrinsics, scene_bound)
   read = functools.partial(_read_frames, files=files, poses=poses,
                            intrinsics=intrinsics, background=background,
                            near=near, far=far)
@@ -318,4 +334,5 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
       metadata={'format': 'llff', 'source': os.path.abspath(path),
                 'factor': factor, 'masks': files.mask_dir is not None,
                 'bounds': bounds.astype(np.float32),
+                'frusta_bound': frusta_bound,
                 'world_transform': transform}, ndc=projection)

@@ -24,9 +24,11 @@ camera up along +y) and scaled so the farthest camera center is at distance 1
     the poses and scene_bound = the largest camera-center coordinate + far
     (every point within `far` of a camera fits), unless a top-level
     `scene_bound` (json units) is given.
-Lens distortion coefficients are ignored (a pinhole model is used; undistort
-images first for accuracy); `metadata['ignored_distortion']` says when some
-were non-zero. Owns the split rule and that normalisation; reading the frame
+Lens distortion of the perspective models (`k1 k2 k3 k4 p1 p2`, global or per
+frame, OpenCV's radial-tangential model as COLMAP writes it) is honored: rays
+are cast through the undistorted pixel positions (`cameras.undistort`), and
+`metadata['distortion']` says when some coefficient was non-zero. Fisheye
+and equirectangular captures are refused with how to undistort them. Owns the split rule and that normalisation; reading the frame
 entries is `transforms_json.load_frames` (shared with `blender`), the pose
 math `poses`', and the share, code assignment and validation `base`'s. No
 jax.
@@ -37,6 +39,7 @@ import os
 
 import numpy as np
 
+from condnerf import cameras
 from condnerf.data import base
 from condnerf.data import image_io
 from condnerf.data import poses as poses_lib
@@ -44,7 +47,6 @@ from condnerf.data import transforms_json
 
 DEFAULT_NEAR = 0.05
 DEFAULT_SCENE_BOUND = 1.5
-_DISTORTION_KEYS = ('k1', 'k2', 'k3', 'k4', 'p1', 'p2')
 _PINHOLE_MODELS = ('OPENCV', 'PINHOLE', 'SIMPLE_PINHOLE', 'SIMPLE_RADIAL',
                    'RADIAL')
 
@@ -70,15 +72,18 @@ def _split_frames(frames, holdout, json_path):
 
 
 def _check_camera_model(meta, frames, json_path):
-  """True when some distortion coefficient is non-zero (it gets ignored)."""
+  """True when some distortion coefficient is non-zero (honored)."""
   distorted = False
   for entry in [meta] + list(frames):
     model = entry.get('camera_model', 'OPENCV')
     if model not in _PINHOLE_MODELS:
       raise base.DataError(
-          f'{json_path}: camera_model {model!r} is not supported; only '
-          f'perspective models {_PINHOLE_MODELS} (undistorted) are.')
-    for key in _DISTORTION_KEYS:
+          f'{json_path}: camera_model {model!r} is not supported; the '
+          f'perspective models {_PINHOLE_MODELS} are (with k1 k2 k3 k4 p1 '
+          'p2 distortion). Undistort the images to a pinhole camera first '
+          '(COLMAP image_undistorter, or ns-process-data without '
+          '--camera-type fisheye).')
+    for key in cameras.DISTORTION_KEYS:
       value = entry.get(key, 0.0)
       distorted = distorted or (isinstance(value, (int, float)) and
                                 value != 0)
@@ -193,4 +198,4 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
       up=np.array([0.0, 1.0, 0.0], np.float32),
       metadata={'format': 'nerfstudio', 'source': os.path.abspath(json_path),
                 'factor': factor, 'world_transform': transform,
-                'ignored_distortion': distorted})
+                'distortion': distorted})

@@ -146,3 +146,77 @@ def frustum_bound(poses, intrinsics, heights, widths, depths):
   world = np.einsum('nij,nkj->nki', poses[:, :3, :3], points)
   world = world + poses[:, None, :3, 3]
   return float(np.abs(world).max())
+
+
+def project(points, pose, intrinsics):
+  """World points into one camera: (f64[P, 2] (row, col) pixel positions,
+  f64[P] z-depth in front of the camera; <= 0 behind it).
+
+  The inverse of `cameras.pixel_directions`: pixel (row, col) holds the
+  ray through its center at (row + 0.5, col + 0.5).
+  """
+  pose = np.asarray(pose, np.float64)
+  fx, fy, cx, cy = np.asarray(intrinsics, np.float64)
+  cam = (np.asarray(points, np.float64) - pose[:3, 3]) @ pose[:3, :3]
+  depth = -cam[:, 2]
+  safe = np.where(depth > 1e-9, depth, 1e-9)
+  col = fx * cam[:, 0] / safe + cx - 0.5
+  row = -fy * cam[:, 1] / safe + cy - 0.5
+  return np.stack([row, col], -1), depth
+
+
+def _hull_votes(points, poses, intrinsics, masks):
+  """(i64[P] cameras that see each point, i64[P] whose mask covers it)."""
+  seen = np.zeros(len(points), np.int64)
+  inside = np.zeros(len(points), np.int64)
+  for pose, intr, mask in zip(poses, intrinsics, masks):
+    pixels, depth = project(points, pose, intr)
+    rows, cols = np.round(pixels).astype(np.int64).T
+    visible = ((depth > 0) & (rows >= 0) & (rows < mask.shape[0]) &
+               (cols >= 0) & (cols < mask.shape[1]))
+    seen += visible
+    hit = np.zeros(len(points), bool)
+    hit[visible] = mask[rows[visible], cols[visible]] > 0.5
+    inside += hit
+  return seen, inside
+
+
+def mask_hull_bound(poses, intrinsics, masks, bound, resolution=48,
+                    agree=0.9, min_share=0.25, passes=4):
+  """The half-width of the origin-centred box that holds the masks' hull.
+
+  A point belongs to the (visual) hull when at least `min_share` of the
+  cameras (and 3) see it and it lies inside at least `agree` of their
+  masks. Searched on a `resolution`^3 grid of [-bound, bound]^3, then on
+  grids over the previous hull's box widened by two cells (more on a side
+  the hull touched), so the answer is accurate to a cell of the last grid.
+
+  Args:
+    poses: f32[N, 4, 4], camera-to-world.
+    intrinsics: f32[N, 4], (fx, fy, cx, cy) of each mask's pixels.
+    masks: list of N f32[H, W] foreground masks (> 0.5 = object).
+    bound: half-width of a box known to hold the scene (the frusta's).
+    resolution: grid points per axis.
+    agree: share of the seeing cameras whose mask must cover a point.
+    min_share: share of all cameras that must see a point.
+    passes: grids searched.
+  Returns:
+    float, the hull box's half-width (+ one grid cell), or `bound` when no
+    point qualifies.
+  """
+  min_views = max(3, min_share * len(masks))
+  lo, hi = np.full(3, -bound), np.full(3, bound)
+  for _ in range(passes):
+    axes = [np.linspace(a, b, resolution) for a, b in zip(lo, hi)]
+    points = np.stack(np.meshgrid(*axes, indexing='ij'), -1).reshape(-1, 3)
+    seen, inside = _hull_votes(points, poses, intrinsics, masks)
+    hull = points[(seen >= min_views) & (inside >= agree * seen)]
+    if not len(hull):
+      return float(bound)
+    cell = (hi - lo) / (resolution - 1)
+    # A side the hull touched may hide more of it: widen that side more.
+    touched_lo, touched_hi = hull.min(0) <= lo + cell, hull.max(0) >= hi - cell
+    lo = np.maximum(-bound, hull.min(0) - cell * np.where(touched_lo, 4, 2))
+    hi = np.minimum(bound, hull.max(0) + cell * np.where(touched_hi, 4, 2))
+  return float(np.abs(np.stack([hull.min(0) - cell,
+                                hull.max(0) + cell])).max().clip(max=bound))

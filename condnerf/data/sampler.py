@@ -130,7 +130,9 @@ def frame_rays(frames, frame, pixels):
   """
   origins, directions = cameras.pixel_directions(
       pixels, frames.intrinsics[frame].astype(np.float32),
-      frames.poses[frame].astype(np.float32))
+      frames.poses[frame].astype(np.float32),
+      distortion=None if frames.distortion is None
+      else frames.distortion[frame])
   shape = frame.shape + (1,)
   return structs.Rays(
       origins=origins, directions=directions,

@@ -213,6 +213,15 @@ def _read_view(meta, frame, folder, factor, where):
   return pose, image_path, rgb, alpha, intrinsics, own
 
 
+def frame_distortion(meta, frame, where):
+  """f64[6]: a frame's lens coefficients `cameras.DISTORTION_KEYS` (its
+  own, else the file's; 0 where absent)."""
+  merged = dict(meta)
+  merged.update(frame)
+  return np.array([get_number(merged, key, 0.0, where, positive=False)
+                   for key in cameras.DISTORTION_KEYS], np.float64)
+
+
 def _check_same_size(first, image_path, size, where):
   """(size, path) of a split's first image that uses the global intrinsics.
 
@@ -272,6 +281,7 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
   has_depth = _all_or_none(frames, 'depth_file_path', where)
   has_look = _all_or_none(frames, 'appearance', where)
   images, alphas, poses, intrinsics, ids, names = [], [], [], [], [], []
+  distortions = []
   depths, appearances, any_alpha, first = [], [], False, None
   for i, frame in enumerate(frames):
     frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
@@ -291,6 +301,7 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
     alphas.append(image_io.box_downsample(alpha, factor))
     poses.append(pose)
     intrinsics.append(intr / factor)
+    distortions.append(frame_distortion(meta, frame, frame_where))
     ids.append(appearance_id(frame, frame_where))
     names.append(os.path.relpath(image_path, folder))
   return base.Frames(
@@ -300,4 +311,5 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
       appearance_ids=np.asarray(ids, np.int32).reshape(-1),
       names=names, near=float(near), far=float(far),
       depths=depths if has_depth else None,
-      appearances=np.stack(appearances) if has_look else None)
+      appearances=np.stack(appearances) if has_look else None,
+      distortion=(np.stack(distortions) if np.any(distortions) else None))

@@ -1,5 +1,6 @@
 """Tests for the nerfstudio loader, on a capture the test writes itself."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from PIL import Image
 from condnerf import cameras
 from condnerf.data import base
 from condnerf.data import nerfstudio
+from condnerf.data import sampler
 from condnerf.data import scenes
 
 TARGET = np.array([5.0, -2.0, 1.0])
@@ -93,7 +95,9 @@ class NerfstudioTest(parameterized.TestCase):
     np.testing.assert_array_equal(scene.train.appearance_ids,
                                   [1, 2, 1, 2, 0, 1, 0])
     self.assertEqual(scene.num_codes, 3)
-    self.assertTrue(scene.metadata['ignored_distortion'])
+    self.assertTrue(scene.metadata['distortion'])
+    np.testing.assert_array_equal(scene.train.distortion[:, 0], 0.01)
+    np.testing.assert_array_equal(scene.train.distortion[:, 1:], 0.0)
 
   def test_normalization(self):
     scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
@@ -172,7 +176,54 @@ class NerfstudioTest(parameterized.TestCase):
   def test_unsupported_camera(self):
     self.meta['camera_model'] = 'OPENCV_FISHEYE'
     self._write()
-    self._expect('not supported')
+    self._expect('Undistort the images to a pinhole camera first')
+
+  def test_distorted_pixels_see_the_points_they_image(self):
+    # Per-frame OPENCV coefficients: a world point projected through the
+    # lens model lands on a pixel whose ray passes through that point.
+    coeffs = {'k1': -0.12, 'k2': 0.03, 'k3': 0.004, 'k4': 0.0, 'p1': 0.002,
+              'p2': -0.003}
+    for frame in self.meta['frames']:
+      frame.update(coeffs)
+    frame = self.meta['frames'][-1]  # f00 (test split)
+    frame['k1'] = 0.08  # its own radial term
+    self._write()
+    scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    frames = scene.test
+    self.assertEqual(frames.names[0], os.path.join('images', 'f00.png'))
+    np.testing.assert_allclose(frames.distortion[0],
+                               [0.08, 0.03, 0.004, 0.0, 0.002, -0.003],
+                               rtol=1e-6)
+    pose, (fx, fy, cx, cy) = frames.poses[0], frames.intrinsics[0]
+    rng = np.random.default_rng(0)
+    cam = np.concatenate([rng.uniform(-0.5, 0.5, (20, 2)),
+                          -np.ones((20, 1))], -1) * rng.uniform(1, 3, (20, 1))
+    world = cam @ pose[:3, :3].T.astype(np.float64) + pose[:3, 3]
+    x, y = cam[:, 0] / -cam[:, 2], -cam[:, 1] / -cam[:, 2]  # y down
+    xd, yd = cameras.distort(x, y, frames.distortion[0].astype(np.float64))
+    pixels = np.stack([yd * fy + cy - 0.5, xd * fx + cx - 0.5], -1)
+    rays = sampler.frame_rays(frames, np.zeros(20, np.int64),
+                              pixels.astype(np.float32))
+    to_point = world - rays.origins
+    along = np.sum(to_point * rays.directions, -1, keepdims=True)
+    miss = np.linalg.norm(to_point - along * rays.directions, axis=-1)
+    self.assertLess(miss.max(), 1e-5)
+    # The pinhole ray through the same pixel misses by far more.
+    pinhole = sampler.frame_rays(
+        dataclasses.replace(frames, distortion=None), np.zeros(20, np.int64),
+        pixels.astype(np.float32))
+    along = np.sum(to_point * pinhole.directions, -1, keepdims=True)
+    self.assertGreater(
+        np.linalg.norm(to_point - along * pinhole.directions, -1).max(), 1e-3)
+
+  def test_undistort_inverts_distort(self):
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(-0.6, 0.6, (2, 200))
+    coeffs = np.array([-0.25, 0.08, -0.01, 0.001, 0.003, -0.002])
+    xd, yd = cameras.distort(x, y, coeffs)
+    ux, uy = cameras.undistort(xd, yd, coeffs)
+    np.testing.assert_allclose(ux, x, atol=1e-12)
+    np.testing.assert_allclose(uy, y, atol=1e-12)
 
   def test_mixed_sizes_without_intrinsics(self):
     frame = self.meta['frames'][-3]  # f02, the bigger image.

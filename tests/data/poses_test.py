@@ -64,6 +64,48 @@ class PosesTest(absltest.TestCase):
     bound = poses_lib.frustum_bound(pose, intrinsics, [8], [10], [[1.0, 3.0]])
     self.assertAlmostEqual(bound, 3.0)
 
+  def test_project_inverts_pixel_directions(self):
+    poses = _ring_poses()
+    intrinsics = np.array([30.0, 32.0, 15.5, 11.0])
+    pixels = np.random.default_rng(0).uniform(0, 24, (50, 2))
+    origins, directions = cameras.pixel_directions(
+        pixels.astype(np.float32), intrinsics.astype(np.float32), poses[2])
+    points = origins + 3.0 * directions
+    back, depth = poses_lib.project(points, poses[2], intrinsics)
+    np.testing.assert_allclose(back, pixels, atol=1e-3)
+    self.assertTrue(np.all(depth > 0))
+
+  def test_mask_hull_box_is_tight_around_the_object(self):
+    # A ball of radius 0.5 at c, seen by 12 cameras around it (two rings).
+    center, radius = np.array([0.3, -0.2, 0.1]), 0.5
+    size, focal = 40, 45.0
+    poses = np.stack(
+        [cameras.look_at((4 * np.cos(a), 4 * np.sin(a), h), (0, 0, 0))
+         for a, h in zip(np.linspace(0, 2 * np.pi, 12, endpoint=False),
+                         [1.5, -1.5] * 6)])
+    intrinsics = np.tile([focal, focal, size / 2, size / 2], (12, 1))
+    masks = []
+    pixels = cameras.image_pixels(size, size).reshape(-1, 2)
+    for pose, intr in zip(poses, intrinsics):
+      o, d = cameras.pixel_directions(pixels.astype(np.float32),
+                                      intr.astype(np.float32), pose)
+      # Distance from the ball's center to each ray's line.
+      t = np.sum((center - o) * d, -1)
+      gap = np.linalg.norm(o + t[:, None] * d - center, axis=-1)
+      masks.append((gap < radius).reshape(size, size).astype(np.float32))
+    loose = poses_lib.frustum_bound(poses, intrinsics, [size] * 12,
+                                    [size] * 12, [[1.0, 8.0]] * 12)
+    bound = poses_lib.mask_hull_bound(poses, intrinsics, masks, loose)
+    # The ball reaches |x| = 0.8; the hull holds it, plus a little (a hull
+    # of 12 views is larger than the ball, and a grid cell is added).
+    self.assertGreaterEqual(bound, 0.8)
+    self.assertLess(bound, 1.1)
+    self.assertGreater(loose, 5.0)
+    # Masks that cover nothing leave the loose box.
+    empty = [np.zeros_like(m) for m in masks]
+    self.assertEqual(
+        poses_lib.mask_hull_bound(poses, intrinsics, empty, loose), loose)
+
 
 if __name__ == '__main__':
   absltest.main()

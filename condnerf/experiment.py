@@ -99,7 +99,8 @@ def load_scene(data_cfg, share=None):
       data_cfg.name, data_cfg.path, appearance=data_cfg.appearance,
       num_codes=data_cfg.num_codes, background=tuple(data_cfg.background),
       factor=data_cfg.factor, max_frames=data_cfg.max_frames,
-      holdout=data_cfg.holdout, share=share, ndc=data_cfg.get('ndc', False))
+      holdout=data_cfg.holdout, share=share, ndc=data_cfg.get('ndc', False),
+      masks=data_cfg.get('masks', True))
 
 
 def training_share(config):

@@ -43,8 +43,8 @@ def shade(model, params, level, directions, codes, color_fn=None,
                     method='final_colors')
   if color_fn is not None:
     rgb = color_fn(color_params, rgb)
-  return rendering.composite(rgb, level['weights'], level['tdist'],
-                             jnp.asarray(model.background, jnp.float32))
+  return rendering.composite_level(
+      rgb, level, jnp.asarray(model.background, jnp.float32))
 
 
 def make_render_step(model, mesh, color_fn=None):

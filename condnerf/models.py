@@ -202,11 +202,7 @@ class ConditionalNeRF(nn.Module):
           extras = _palette_extras(terms, level['weights'])
         else:
           rgb = head(level['feature'], directions, codes['appearance'])
-        out = rendering.composite(rgb, level['weights'], level['tdist'],
-                                  background)
-        if 'world_tdist' in level:  # NDC: depth in world units.
-          out = out.replace(depth=rendering.expected_depth(
-              level['weights'], level['world_tdist']))
+        out = rendering.composite_level(rgb, level, background)
         outputs.append(out.replace(extras=extras))
       else:
         outputs.append(structs.RenderOutput(

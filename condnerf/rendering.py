@@ -65,6 +65,25 @@ def composite(rgb, weights, tdist, background):
       weights=weights, tdist=tdist)
 
 
+def composite_level(rgb, level, background):
+  """`composite` of one level of `models.ConditionalNeRF.geometry`.
+
+  Args:
+    rgb: f32[num_rays, num_samples, 3] sample colors of the level.
+    level: dict with f32 `weights` [num_rays, n] and `tdist` [num_rays,
+      n + 1], and for an NDC model `world_tdist` (the edges' world
+      distances), from which depth is then taken.
+    background: f32[3] color behind the scene.
+  Returns:
+    `structs.RenderOutput`; depth in world units.
+  """
+  out = composite(rgb, level['weights'], level['tdist'], background)
+  if 'world_tdist' in level:
+    out = out.replace(depth=expected_depth(level['weights'],
+                                           level['world_tdist']))
+  return out
+
+
 def expected_depth(weights, tdist):
   """f32[...]: the weights-normalised expected distance of the interval
   midpoints of `tdist` f32[..., n + 1] under `weights` f32[..., n],

@@ -99,11 +99,20 @@ class ConfigsTest(absltest.TestCase):
                  'experiments/configs/demo.py:nerf',
                  'experiments/configs/lego.py:fast',
                  'experiments/configs/lego.py:runlocal',
-                 'experiments/configs/wild.py:shared'):
+                 'experiments/configs/wild.py:shared',
+                 'experiments/configs/llff.py:fast',
+                 'experiments/configs/unbounded.py:fast'):
       config = load(spec)
       self.assertIn(config.model.sampler, ('proposal', 'hierarchical'), spec)
     self.assertEqual(load('experiments/configs/lego.py:fast').model.sampler,
                      'proposal')
+    llff = load('experiments/configs/llff.py:fast')
+    self.assertTrue(llff.data.ndc)
+    self.assertFalse(llff.train.random_background)  # photos have no alpha.
+    unbounded = load('experiments/configs/unbounded.py:fast')
+    self.assertTrue(unbounded.model.field.use_contraction)
+    self.assertTrue(unbounded.model.proposal_field.use_contraction)
+    self.assertTrue(unbounded.model.lindisp)
 
 
 if __name__ == '__main__':

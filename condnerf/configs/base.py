@@ -49,6 +49,7 @@ def get_config(arg=None):
       max_frames=0,  # keep the first N frames of each split (0 = all).
       # Sample forward-facing captures in NDC (llff only; see condnerf.ndc).
       ndc=False,
+      masks=True,  # llff: use masks_<factor>/ when present (alpha, box).
   ))
 
   config.model = ml_collections.ConfigDict(dict(

@@ -110,8 +110,8 @@ class Share:
   i % train_shards, every global batch is one equal block of rays per shard
   in shard order (`data.sampler`), and a process holds the shards whose
   blocks meet its contiguous rows of the batch (`train_shard_range`). With
-  0 the training split is read whole; with `evals` False the evaluation
-  splits are (a training's share).
+  0 the training split is read whole; with `evals` False so are the
+  evaluation splits (a training's share).
   """
   index: int = 0
   count: int = 1

@@ -93,8 +93,9 @@ def _find_folder(path, prefix, factor):
   return None
 
 
-def _find_files(path, factor, num_poses):
-  """The `_Files` of a scene folder for `factor`, checked against the poses."""
+def _find_files(path, factor, num_poses, masks=True):
+  """The `_Files` of a scene folder for `factor`, checked against the poses
+  (without masks when `masks` is False)."""
   image_dir = _find_folder(path, 'images', factor)
   if image_dir is None:
     found = sorted(n for n in os.listdir(path) if n.startswith('images'))
@@ -103,7 +104,7 @@ def _find_files(path, factor, num_poses):
         'factor that matches one of them.')
   names = _list_matching(image_dir, 'images', num_poses,
                          f'poses_bounds.npy has {num_poses} poses')
-  mask_dir = _find_folder(path, 'masks', factor)
+  mask_dir = _find_folder(path, 'masks', factor) if masks else None
   if mask_dir is None:
     return _Files(image_dir, names)
   mask_names = _list_matching(mask_dir, 'masks', len(names),
@@ -274,7 +275,7 @@ def _read_frames(indices, files, poses, intrinsics, background, near, far):
 
 def load_llff(path, factor=8, appearance='auto', num_codes=0,
               background=(1.0, 1.0, 1.0), holdout=8, max_frames=0,
-              share=None, ndc=False):
+              share=None, ndc=False, masks=True):
   """Loads an LLFF scene (see the module docstring for the normalisation).
 
   Args:
@@ -293,6 +294,8 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     ndc: sample in NDC (forward-facing captures): the scene's `ndc` is the
       first image's projection with the near plane at 1, and its
       `scene_bound` the half-width of every frustum in NDC.
+    masks: use `masks_<factor>/` when there is one (alpha over the
+      background, and the scene box); False trains on the whole photos.
   Returns:
     A validated `base.Scene` (up = +y). Its `scene_bound` holds every
     camera's frustum between its depth bounds (`metadata['frusta_bound']`),
@@ -309,7 +312,7 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
                                                       background)
   poses, hwf, bounds = read_poses_bounds(os.path.join(path,
                                                       'poses_bounds.npy'))
-  files = _find_files(path, factor, len(poses))
+  files = _find_files(path, factor, len(poses), masks)
   train_idx, test_idx = holdout_split(len(poses), holdout)
   if max_frames:
     train_idx, test_idx = train_idx[:max_frames], test_idx[:max_frames]

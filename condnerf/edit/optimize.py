@@ -37,7 +37,7 @@ def make_geometry_step(model, mesh):
   def per_device(params, rays):
     level = model.apply({'params': params}, rays, method='geometry')[-1]
     return {k: level[k] for k in ('tdist', 'weights', 'feature', 'points',
-                                  'normals') if k in level}
+                                  'normals', 'world_tdist') if k in level}
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(parallel.AXIS)),

@@ -14,6 +14,7 @@ sampler, a 10-minute budget), `runlocal`.
 
 from condnerf.configs import base
 from condnerf.configs import common
+from experiments.configs import lego
 
 
 def get_config(arg=None):
@@ -22,24 +23,18 @@ def get_config(arg=None):
       ','.join(k for k in ('fast', 'runlocal') if arg[k]))
   config.data.update(name='llff', path='../shared/data/fern', factor=8,
                      holdout=8, appearance='shared', ndc=True)
-  # Forward-facing photos have no alpha and no background to composite on.
-  config.train.update(random_background=False, minutes=0.0)
+  config.train.minutes = 0.0
   if arg.fast and not arg.runlocal:
     apply_llff_fast(config)
   return config
 
 
 def apply_llff_fast(config):
-  """The fast family (hash grid, proposal sampler) in NDC on a 2-core CPU.
-
-  NDC puts the whole scene in the cube [-1, 1]^3 (x, y slightly beyond it
-  for the outer cameras), so the grids need no contraction; the learning
-  rate decays over the 10-minute budget.
+  """The fast family as tuned on lego (`lego.apply_lego_fast`: hash grid,
+  proposal sampler, a 10-minute budget over which the learning rate
+  decays), on photos without alpha. NDC puts the whole scene in the cube
+  [-1, 1]^3 (x, y slightly beyond it for the outer cameras), so the grids
+  need no contraction.
   """
-  config.model.num_samples = (48, 32)
-  config.model.field.hash_log2_table_size = 18
-  config.model.proposal_field.hash_log2_table_size = 16
-  config.model.head.width = 32
-  config.optim.update(lr_init=2e-2, lr_final=2e-3)
-  config.train.update(minutes=10.0, steps=100000, checkpoint_every=5000,
-                      val_every=0)
+  lego.apply_lego_fast(config)
+  config.train.random_background = False

@@ -143,6 +143,12 @@ class FixtureTest(parameterized.TestCase):
     self.assertLessEqual(np.abs(far_points).max(), scene.scene_bound)
     self.assertEqual(scene.train.alphas[0].min(), 1.0)
 
+  def test_masks_can_be_left_out(self):
+    self.assertIsNotNone(llff.load_llff(self.root, factor=4).train.alphas)
+    scene = llff.load_llff(self.root, factor=4, masks=False)
+    self.assertIsNone(scene.train.alphas)
+    self.assertFalse(scene.metadata['masks'])
+
   def test_ndc_projection_and_bound_from_the_cameras(self):
     scene = llff.load_llff(self.root, factor=4, holdout=2, ndc=True)
     # Image 0: fx = 100 / 4 = 25 over a half-width of 15 px (10 px high).

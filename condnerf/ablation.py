@@ -16,7 +16,6 @@ is skipped), sharding trials over processes, and the summary outputs
 
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import time
@@ -109,10 +108,8 @@ def load_sweep(spec):
   if not os.path.isfile(path):
     raise SweepError(f'Sweep file {path} does not exist; pass e.g. '
                      '--sweep=experiments/sweeps/conditioning.py:runlocal.')
-  module_spec = importlib.util.spec_from_file_location(
-      f'condnerf_sweep_{os.path.splitext(os.path.basename(path))[0]}', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = common.load_file(
+      path, f'condnerf_sweep_{os.path.splitext(os.path.basename(path))[0]}')
   if not hasattr(module, 'get_sweep'):
     raise SweepError(f'{path} must define get_sweep(arg) returning a dict '
                      'with name, base, variants and seeds.')

@@ -50,7 +50,18 @@ def evaluate(config, workdir):
 
 
 def path_poses(scene, num_frames, radius, elevation):
-  """f32[num_frames, 4, 4] orbit around the origin about the scene's up."""
+  """f32[num_frames, 4, 4]: an orbit around the origin about the scene's up,
+  or for a forward-facing (NDC) scene, whose back nobody photographed, a
+  circle in the cameras' plane (half their spread) looking down -z."""
+  if scene.ndc:
+    centers = scene.train.poses[:, :3, 3]
+    spread = 0.5 * float(np.abs(centers[:, :2]).max())
+    angles = np.linspace(0.0, 2.0 * np.pi, num_frames, endpoint=False)
+    poses = np.tile(np.eye(4, dtype=np.float32), (num_frames, 1, 1))
+    poses[:, 0, 3] = spread * np.cos(angles)
+    poses[:, 1, 3] = spread * np.sin(angles)
+    poses[:, 2, 3] = float(centers[:, 2].mean())
+    return poses
   return cameras.orbit_path(num_frames, radius, elevation,
                             up=tuple(float(u) for u in scene.up))
 

@@ -44,6 +44,10 @@ PSNR/SSIM over --eval_images evenly spaced test views at --points times
 evenly spaced on that clock (evaluation is not counted), giving
 `curve: [{minutes, step, psnr, ssim}]` and a PNG of PSNR against minutes next
 to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
+real suite: fern, statue_of_liberty and ethiopian_head under --data_root,
+each trained with its experiment config for --minutes like the lego suite,
+plus the statue's NeRF-W half-image PSNR and renders (`bench_real`):
+  python -m experiments.bench --suite=real --minutes=10 --out=runs/bench/real.json
 """
 
 # pylint: disable=g-bad-import-order
@@ -71,9 +75,10 @@ from condnerf.data import variants
 from condnerf.edit import methods as methods_lib
 from condnerf.edit import scribbles
 from experiments import bench_lib
+from experiments import bench_real
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-_SUITE = flags.DEFINE_enum('suite', 'quick', ['quick', 'full', 'lego'],
+_SUITE = flags.DEFINE_enum('suite', 'quick', ['quick', 'full', 'lego', 'real'],
                            'Which benchmark to run (see the module doc).')
 _CONFIGS = flags.DEFINE_list('configs', ['nerf', 'fast'],
                              'quick/full: configs to benchmark.')
@@ -92,7 +97,12 @@ _COLOR = flags.DEFINE_string('color', '#2f5cff', 'Edit target color.')
 _MINUTES = flags.DEFINE_float('minutes', 10.0, 'lego: training minutes.')
 _EVAL_IMAGES = flags.DEFINE_integer('eval_images', 25,
                                     'lego: test views per evaluation.')
-_POINTS = flags.DEFINE_integer('points', 5, 'lego: evaluations on the curve.')
+_POINTS = flags.DEFINE_integer('points', 5,
+                               'lego, real: evaluations on the curve.')
+_DATA_ROOT = flags.DEFINE_string(
+    'data_root', '../shared/data', 'real: the folder holding the scenes.')
+_SCENES = flags.DEFINE_list('scenes', list(bench_real.SCENES),
+                            'real: the scenes to train, in order.')
 
 # Suite sizes; a flag of the same name given on the command line wins.
 # batch_size 0 keeps the config's own batch size.
@@ -387,6 +397,27 @@ def run_lego():
   }
 
 
+def run_real():
+  """Trains every --scenes scene for --minutes (see `bench_real`)."""
+  out = _OUT.value or 'runs/bench/real.json'
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+  overrides = bench_lib.parse_overrides(_OVERRIDE.value)
+  result = {'suite': 'real', 'env': bench_lib.environment(),
+            'minutes': _MINUTES.value, 'scenes': {}}
+  try:  # every scene's folder and config before anything trains.
+    configs = {name: bench_real.scene_config(name, _DATA_ROOT.value,
+                                             _MINUTES.value, overrides)
+               for name in _SCENES.value}
+  except (KeyError, ValueError) as e:
+    raise app.UsageError(str(e.args[0])) from e
+  for name, (config, applied) in configs.items():
+    logging.info('real: %s for %.1f min.', name, _MINUTES.value)
+    result['scenes'][name] = bench_real.run_scene(
+        name, config, applied, max(1, _POINTS.value), _EVAL_IMAGES.value,
+        _SEED.value, f'{os.path.splitext(out)[0]}_{name}')
+  return result
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -401,7 +432,8 @@ def main(argv):
   start = time.time()
   # Only the JSON goes to stdout: anything else printed goes to stderr.
   with contextlib.redirect_stdout(sys.stderr):
-    result = run_lego() if suite == 'lego' else run_throughput(suite)
+    runs = {'lego': run_lego, 'real': run_real}
+    result = runs[suite]() if suite in runs else run_throughput(suite)
   result['wall_seconds'] = time.time() - start
   text = json.dumps(result, indent=2)
   if _OUT.value:

@@ -2,7 +2,6 @@
 
 import os
 
-import importlib.util
 import re
 import tempfile
 
@@ -20,12 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load(spec):
-  path, _, arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(REPO, path))
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  return common.config_from_file(spec, root=REPO)
 
 
 class ConfigsTest(absltest.TestCase):

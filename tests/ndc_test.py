@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condnerf import cameras
+from condnerf import eval_lib
 from condnerf import experiment as experiment_lib
 from condnerf import ndc
 from condnerf import train_lib
@@ -144,3 +145,10 @@ class NdcSceneTest(absltest.TestCase):
     # 1 from these cameras), not NDC's t' in [0, 1].
     self.assertTrue(np.all(np.isfinite(out['depth'])))
     self.assertGreater(float(out['depth'].min()), 0.99)
+    # Camera paths stay in front: a circle in the cameras' plane.
+    path = eval_lib.path_poses(scene, 4, radius=4.0, elevation=30.0)
+    np.testing.assert_array_equal(path[:, :3, :3],
+                                  np.broadcast_to(np.eye(3), (4, 3, 3)))
+    np.testing.assert_allclose(np.linalg.norm(path[:, :2, 3], axis=-1),
+                               0.15, atol=1e-6)
+    np.testing.assert_allclose(path[:, 2, 3], 0.0, atol=1e-6)

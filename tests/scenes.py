@@ -1,9 +1,12 @@
 """Tiny in-memory scenes for tests (no files)."""
 
+import json
+import os
 import unittest
 
 import jax
 import numpy as np
+from PIL import Image
 
 from condnerf import cameras
 from condnerf import parallel
@@ -78,3 +81,64 @@ def tiny_scene(num_train=4, num_test=2, size=16, num_codes=2, seed=0,
 def small_mesh():
   """A 2-device mesh: most tests need parallelism, not 8-way contention."""
   return parallel.create_mesh(jax.devices()[:2])
+
+
+def opengl_to_llff(pose, hwf, bounds):
+  """One poses_bounds.npy row for an OpenGL camera-to-world pose."""
+  rotation = pose[:3, :3]
+  llff_rotation = np.stack([-rotation[:, 1], rotation[:, 0], rotation[:, 2]],
+                           -1)
+  matrix = np.concatenate([llff_rotation, pose[:3, 3:4],
+                           np.asarray(hwf, np.float64)[:, None]], 1)
+  return np.concatenate([matrix.reshape(-1), bounds])
+
+
+def write_forward_llff(folder, factor=8, num=9, size=16):
+  """A forward-facing LLFF capture of the procedural chair: cameras on a
+  small grid 3 units in front of it, `images_<factor>/` of size x size.
+  Returns `folder`."""
+  grid = [(x, y) for y in (-0.2, 0.0, 0.2) for x in (-0.3, 0.0, 0.3)][:num]
+  poses = np.stack([cameras.look_at((x, y, 3.0), (0.2 * x, 0.2 * y, 0.0),
+                                    up=(0.0, 1.0, 0.0)) for x, y in grid])
+  focal = cameras.focal_from_fov(size, 0.9)
+  intrinsics = np.tile([focal, focal, size / 2, size / 2], (num, 1))
+  rgb, alpha, _ = procedural.render_chair(poses, intrinsics.astype(np.float32),
+                                          size, size)
+  images = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+  hwf = (size * factor, size * factor, focal * factor)
+  rows = [opengl_to_llff(p, hwf, (2.0, 4.5)) for p in poses]
+  os.makedirs(os.path.join(folder, f'images_{factor}'), exist_ok=True)
+  np.save(os.path.join(folder, 'poses_bounds.npy'), np.stack(rows))
+  for i, image in enumerate(images):
+    Image.fromarray((255 * np.clip(image, 0, 1)).astype(np.uint8)).save(
+        os.path.join(folder, f'images_{factor}', f'img{i:03d}.png'))
+  return folder
+
+
+def write_nerfstudio_capture(folder, num=9, size=16, seed=0):
+  """A nerfstudio capture (`transforms.json` + images/) of the procedural
+  chair from `num` cameras around it, as ns-process-data lays one out.
+  Returns `folder`."""
+  rng = np.random.default_rng(seed)
+  angles = np.linspace(0, 2 * np.pi, num, endpoint=False) + rng.uniform(0, 1)
+  poses = np.stack([cameras.look_at(
+      (4 * np.cos(a), 4 * np.sin(a), 2.0), (0.0, 0.0, 0.0)) for a in angles])
+  focal = cameras.focal_from_fov(size, 0.7)
+  intrinsics = np.tile([focal, focal, size / 2, size / 2], (num, 1))
+  rgb, alpha, _ = procedural.render_chair(poses, intrinsics.astype(np.float32),
+                                          size, size)
+  images = rgb * alpha[..., None] + (1.0 - alpha[..., None])
+  os.makedirs(os.path.join(folder, 'images'), exist_ok=True)
+  frames = []
+  for i, (pose, image) in enumerate(zip(poses, images)):
+    name = f'images/frame_{i:05d}.png'
+    Image.fromarray((255 * np.clip(image, 0, 1)).astype(np.uint8)).save(
+        os.path.join(folder, name))
+    frames.append({'file_path': name, 'transform_matrix': pose.tolist()})
+  meta = {'camera_model': 'OPENCV', 'fl_x': focal, 'fl_y': focal,
+          'cx': size / 2, 'cy': size / 2, 'w': size, 'h': size, 'k1': 0.0,
+          'k2': 0.0, 'p1': 0.0, 'p2': 0.0, 'frames': frames}
+  with open(os.path.join(folder, 'transforms.json'), 'w',
+            encoding='utf-8') as f:
+    json.dump(meta, f)
+  return folder

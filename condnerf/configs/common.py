@@ -6,9 +6,13 @@ their variants. A bare word is a boolean flag set to True.
 `with_overrides(config, {'section.key': value})` is the one place dotted
 keys are set outside the command line (ablation sweeps, the benchmark):
 a copy, locked, where a key the config lacks is an error naming it.
+`config_from_file('path.py:arg')` loads a config file as `--config=` does
+(`load_file` executes any such file: configs, sweeps).
 """
 
 import copy
+import importlib.util
+import os
 
 import ml_collections
 
@@ -95,3 +99,24 @@ def with_overrides(config, overrides):
     except (TypeError, ValueError, AttributeError) as e:
       raise ValueError(f'cannot set {key!r} = {value!r}: {e}') from e
   return config
+
+
+def load_file(path, name=None):
+  """The Python module at `path` (a config or sweep file), executed.
+
+  Args:
+    path: the file.
+    name: its module name (default: from the file name).
+  """
+  name = name or f'condnerf_file_{os.path.splitext(os.path.basename(path))[0]}'
+  module_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def config_from_file(spec, root='.'):
+  """`get_config(arg)` of a config file named 'path[:arg]' (relative to
+  `root`), as `--config=path[:arg]` would give it."""
+  path, _, arg = spec.partition(':')
+  return load_file(os.path.join(root, path)).get_config(arg or None)

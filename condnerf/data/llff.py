@@ -205,6 +205,19 @@ def _normalize(poses, bounds, intrinsics, heights, widths):
   return poses, transform, bounds, near, far, scene_bound
 
 
+def _scene_box(files, poses, intrinsics, heights, widths, bound, ndc):
+  """(scene_bound, `ndc.Projection` or None): NDC's box with `ndc`, else
+  the masks' hull box (`_hull_bound`) when there are masks, else `bound`:
+  every camera's frustum between its depth bounds (photo collections'
+  frusta reach far past the object, hence the hull)."""
+  if ndc:
+    projection, ndc_bound = _ndc(poses, intrinsics, heights, widths)
+    return ndc_bound, projection
+  if files.mask_dir is not None:
+    return _hull_bound(files, poses, intrinsics, bound), None
+  return bound, None
+
+
 def _hull_bound(files, poses, intrinsics, bound):
   """The scene box of a masked capture: the masks' visual hull
   (`poses.mask_hull_bound`), or `bound` when no mask shows background.
@@ -291,19 +304,13 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
     share: None, or a `base.Share`: of the held-out (val = test) split, and
       of the training split when it sets `train_shards`, read only the
       frames this process holds.
-    ndc: sample in NDC (forward-facing captures): the scene's `ndc` is the
-      first image's projection with the near plane at 1, and its
-      `scene_bound` the half-width of every frustum in NDC.
-    masks: use `masks_<factor>/` when there is one (alpha over the
-      background, and the scene box); False trains on the whole photos.
+    ndc: forward-facing: sample in NDC (`_ndc`: image 0's projection, near
+      plane 1, the frusta's NDC box as `scene_bound`).
+    masks: use `masks_<factor>/` when present (alpha, and the box).
   Returns:
-    A validated `base.Scene` (up = +y). Its `scene_bound` holds every
-    camera's frustum between its depth bounds (`metadata['frusta_bound']`),
-    or, with masks that show background, the masks' visual hull (photo
-    collections: the frusta reach far past the object). `metadata['bounds']`
-    holds the scaled per-frame z-depth bounds f32[N, 2] of all frames and
-    `metadata['world_transform']` f64[4, 4] the map from file to scene
-    coordinates.
+    A validated `base.Scene` (up = +y); `scene_bound` per `_scene_box`.
+    `metadata`: 'bounds' (the scaled z-depth bounds f32[N, 2] of all
+    frames), 'frusta_bound', 'world_transform' (f64[4, 4], file to scene).
   Raises:
     DataError: on missing or inconsistent files, naming the file and the fix.
   """
@@ -319,11 +326,9 @@ def load_llff(path, factor=8, appearance='auto', num_codes=0,
   intrinsics, heights, widths = _intrinsics(files, hwf)
   poses, transform, bounds, near, far, scene_bound = _normalize(
       poses, bounds, intrinsics, heights, widths)
-  frusta_bound, projection = scene_bound, None
-  if ndc:
-    projection, scene_bound = _ndc(poses, intrinsics, heights, widths)
-  elif files.mask_dir is not None:
-    scene_bound = _hull_bound(files, poses, intrinsics, scene_bound)
+  frusta_bound = scene_bound
+  scene_bound, projection = _scene_box(files, poses, intrinsics, heights,
+                                       widths, scene_bound, ndc)
   read = functools.partial(_read_frames, files=files, poses=poses,
                            intrinsics=intrinsics, background=background,
                            near=near, far=far)

@@ -173,18 +173,16 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
   split_frames = _split_frames(frames, holdout, json_path)
   scale, transform, centers = _normalization(frames, json_path)
   near, far, scene_bound = _scene_range(meta, json_path, scale, centers)
-  load = functools.partial(
-      transforms_json.load_frames, meta, folder=folder,
-      where=os.path.basename(json_path), background=background,
-      factor=factor, near=near, far=far)
+  where = os.path.basename(json_path)
+  load = functools.partial(transforms_json.load_frames, meta, folder=folder,
+                           where=where, background=background, factor=factor,
+                           near=near, far=far)
   splits = {}
   for split, entries in split_frames.items():
     if entries or split == 'train':
       entries = entries[:max_frames] if max_frames else entries
-      splits[split] = base.load_share(
-          split, entries, share, load,
-          functools.partial(transforms_json.file_ids, entries,
-                            os.path.basename(json_path)))
+      splits[split] = base.load_share(split, entries, share, load, (
+          functools.partial(transforms_json.file_ids, entries, where)))
       splits[split].poses = poses_lib.transform_poses(splits[split].poses,
                                                       transform)
   if 'test' not in splits:

@@ -2,10 +2,10 @@ r"""Forward-facing LLFF captures (fern by default), sampled in NDC.
 
   python -m experiments.main --config=experiments/configs/llff.py:fast \
       --config.data.path=../shared/data/fern --workdir=runs/fern
-  # fern at the NeRF paper's 504 x 378 (images_8 of the 4032 x 3024 photos):
-  ... --config.data.factor=8
-The LLFF protocol: every 8th image (from the first) is a test view, the
-rest train. Rays are mapped to NDC (`condnerf.ndc`, near plane 1 after the
+The default `data.factor=8` reads images_8/: fern at the NeRF paper's
+504 x 378 (`--config.data.factor=16` for its 252 x 189 copy). The LLFF
+protocol: every 8th image (from the first) is a test view, the rest train.
+Rays are mapped to NDC (`condnerf.ndc`, near plane 1 after the
 loader's scaling) and sampled evenly in NDC depth, which is evenly in
 disparity; depth maps are reported in world units. One shared appearance
 code (a capture has one look). Variants: `fast` (hash grid + proposal

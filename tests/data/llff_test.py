@@ -16,19 +16,10 @@ from condnerf.data import base
 from condnerf.data import image_io
 from condnerf.data import llff
 from condnerf.data import poses as poses_lib
+from tests import scenes
 
 DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), '..', '..',
                                      '..', 'shared', 'data'))
-
-
-def _opengl_to_llff(pose, hwf, bounds):
-  """One poses_bounds.npy row for an OpenGL camera-to-world pose."""
-  rotation = pose[:3, :3]
-  llff_rotation = np.stack([-rotation[:, 1], rotation[:, 0], rotation[:, 2]],
-                           -1)
-  matrix = np.concatenate([llff_rotation, pose[:3, 3:4],
-                           np.asarray(hwf, np.float64)[:, None]], 1)
-  return np.concatenate([matrix.reshape(-1), bounds])
 
 
 def _check_rotations(test, poses):
@@ -110,7 +101,7 @@ class FixtureTest(parameterized.TestCase):
     self.hwf = (80.0, 120.0, 100.0)  # Full resolution; images are 1/4.
     self.bounds = np.array([[8.0, 12.0], [7.5, 11.0], [8.5, 13.0],
                             [8.0, 12.5]])
-    rows = [_opengl_to_llff(p, self.hwf, b)
+    rows = [scenes.opengl_to_llff(p, self.hwf, b)
             for p, b in zip(self.poses, self.bounds)]
     np.save(os.path.join(self.root, 'poses_bounds.npy'), np.stack(rows))
     for folder, channels in (('images_4', 3), ('masks_4', 1)):
@@ -172,7 +163,7 @@ class FixtureTest(parameterized.TestCase):
     turned = self.poses.copy()
     turned[3] = cameras.look_at((10.0, 0.0, 0.0), (0.0, 0.0, 0.0),
                                 up=(0.0, 1.0, 0.0))
-    rows = [_opengl_to_llff(p, self.hwf, b)
+    rows = [scenes.opengl_to_llff(p, self.hwf, b)
             for p, b in zip(turned, self.bounds)]
     np.save(os.path.join(self.root, 'poses_bounds.npy'), np.stack(rows))
     self._expect('not a forward-facing capture. Use data.ndc=False',

@@ -10,6 +10,7 @@ from absl.testing import absltest
 
 from condnerf.edit import methods
 from condnerf.data import chair_files
+from tests import scenes
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -132,6 +133,33 @@ class BenchTest(absltest.TestCase):
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn('--suite=lego needs --data=PATH', proc.stderr)
     self.assertEmpty(proc.stdout)
+
+  def test_real_suite_trains_a_forward_facing_capture(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      scenes.write_forward_llff(os.path.join(tmp, 'fern'))
+      out = os.path.join(tmp, 'real.json')
+      proc = run_bench('--suite=real', f'--data_root={tmp}', '--scenes=fern',
+                       '--minutes=0.05', '--points=1', '--eval_images=1',
+                       '--override=train.batch_size=64',
+                       '--override=model.num_samples=(8, 8)',
+                       '--override=render.num_frames=2', f'--out={out}')
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      result = json.loads(proc.stdout)
+      fern = result['scenes']['fern']
+      for key in ('curve_png', 'view0_png', 'orbit_gif'):
+        self.assertTrue(os.path.exists(fern[key]), key)
+    self.assertEqual(fern['config_file'], 'experiments/configs/llff.py:fast')
+    self.assertEqual(fern['overrides']['train.minutes'], 0.05)
+    self.assertLen(fern['curve'], 1)
+    self.assertBetween(fern['curve'][0]['psnr'], 0.0, 100.0)
+    self.assertGreater(fern['train_rays_per_s'], 0)
+
+  def test_real_suite_names_a_missing_scene_folder(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      proc = run_bench('--suite=real', f'--data_root={tmp}', '--scenes=fern',
+                       '--minutes=0.01')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('fern is not a folder; pass --data_root', proc.stderr)
 
 
 if __name__ == '__main__':

@@ -84,7 +84,10 @@ def run_scene(name, config, applied, points, eval_images, seed, out_prefix):
                np.median(step_times)) if step_times else None),
            'curve_png': out_prefix + '_curve.png'}
   if name == 'statue_of_liberty':
-    scores, _, _ = scoring.nerfw(trainer.exp, trainer.state, frames)
+    # As `--mode=edit --config.edit.operation=nerfw` scores it.
+    scores, _, _ = scoring.nerfw(
+        trainer.exp, trainer.state, frames, steps=config.edit.steps,
+        learning_rate=config.edit.learning_rate or 5e-2)
     entry['nerfw_half_psnr'] = float(np.mean(scores))
     entry['nerfw_per_view'] = scores
   entry.update(_renders(trainer, out_prefix))

@@ -202,7 +202,8 @@ SPLITS = ('train', 'val', 'test')
 
 
 def freeze_patterns(text):
-  """`train.freeze` ('a,b') as a list of regular expressions."""
+  """`train.freeze` or `train.init_params` ('a,b') as a list of regular
+  expressions."""
   return [p.strip() for p in text.split(',') if p.strip()]
 
 
@@ -254,12 +255,38 @@ def restore_or_init(experiment, ckpt, key):
   abstract = experiment.abstract_state()
   restored, step = ckpt.restore(abstract.as_dict())
   if restored is None:
-    state = experiment.init_state(key)
-    source = experiment.config.train.init_from
-    if source:
-      state = state.replace(params=transfer_params(experiment, source))
-    return state, False
+    return start_from(experiment, experiment.init_state(key)), False
   return train_step_lib.TrainState(**restored), True
+
+
+def start_from(experiment, state):
+  """A fresh `state` with the field weights `train.init_from` names (those
+  matching `train.init_params`, or all), or `state` when it names none."""
+  train = experiment.config.train
+  if not train.init_from:
+    return state
+  patterns = optim.compile_patterns(
+      freeze_patterns(train.get('init_params', '')), 'train.init_params')
+  source = transfer_params(experiment, train.init_from)
+  if not patterns:
+    return state.replace(params=source)
+  taken = []
+
+  def pick(path, fresh, loaded):
+    name = optim.param_path(path)
+    if any(p.search(name) for p in patterns):
+      taken.append(name)
+      return loaded
+    return fresh
+
+  params = jax.tree_util.tree_map_with_path(pick, state.params, source)
+  if not taken:
+    raise errors.ConfigError(
+        f'train.init_params={train.init_params!r} matches none of the field '
+        'weights, so nothing would be taken from train.init_from; give '
+        "regexes of parameter paths, e.g. 'MLP|Dense' (the decoders).")
+  logging.info('Taken from %s: %s.', train.init_from, ', '.join(taken))
+  return state.replace(params=params)
 
 
 def transfer_params(experiment, source_workdir):

@@ -86,6 +86,21 @@ def param_path(path):
   return '/'.join(str(getattr(k, 'key', getattr(k, 'idx', k))) for k in path)
 
 
+def compile_patterns(patterns, setting):
+  """Compiled regexes of parameter paths; ConfigError naming `setting` for
+  one that is not a regular expression."""
+  compiled = []
+  for pattern in patterns:
+    try:
+      compiled.append(re.compile(pattern))
+    except re.error as e:
+      raise errors.ConfigError(
+          f'{setting} pattern {pattern!r} is not a regular expression '
+          f'({e}); give comma-separated regexes of parameter paths, e.g. '
+          "'^fields_'.") from e
+  return compiled
+
+
 def make_labels(freeze=()):
   """Label function for `multi_transform`: field, codes or frozen leaves.
 
@@ -95,15 +110,7 @@ def make_labels(freeze=()):
   Returns:
     A function of the trainable tree {'params', 'codes'} returning labels.
   """
-  patterns = []
-  for pattern in freeze:
-    try:
-      patterns.append(re.compile(pattern))
-    except re.error as e:
-      raise errors.ConfigError(
-          f'train.freeze pattern {pattern!r} is not a regular expression '
-          f'({e}); give comma-separated regexes of parameter paths, e.g. '
-          "'^fields_'.") from e
+  patterns = compile_patterns(freeze, 'train.freeze')
 
   def labels(tree):
     field = jax.tree_util.tree_map_with_path(

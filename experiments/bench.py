@@ -46,7 +46,8 @@ evenly spaced on that clock (evaluation is not counted), giving
 to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
 real suite: fern, statue_of_liberty and ethiopian_head under --data_root,
 each trained with its experiment config for --minutes like the lego suite,
-plus the statue's NeRF-W half-image PSNR and renders (`bench_real`):
+plus the statue's NeRF-W half-image PSNR at each point, and renders
+(`bench_real`):
   python -m experiments.bench --suite=real --minutes=10 --out=runs/bench/real.json
 """
 

@@ -19,6 +19,7 @@ import jax
 import jaxlib
 import numpy as np
 
+from condnerf import experiment as experiment_lib
 from condnerf import metrics as metrics_lib
 from condnerf import train_clock
 from condnerf import train_lib
@@ -119,6 +120,9 @@ class Trainer:
   keys) and keeps a `train_clock.TrainClock` of training time (steps and
   batch preparation; compilation happens before): with `train.minutes` set,
   the learning rate decays over that budget, as in `experiments.main`.
+  With `train.init_from` set, the field weights start from that run's
+  (`experiment.start_from`, as in `experiments.main`), so a transfer is
+  timed like a fresh start.
   """
 
   def __init__(self, exp, seed):
@@ -126,6 +130,7 @@ class Trainer:
     self.batch_size = exp.config.train.batch_size
     init_key, train_key = jax.random.split(jax.random.key(seed))
     self.state = exp.init_state(init_key)
+    self.state = experiment_lib.start_from(exp, self.state)
     self.metrics = None
     self.clock = train_clock.TrainClock(exp.config.train.steps,
                                         exp.config.train.minutes)
@@ -214,7 +219,7 @@ def plot_curve(curve, path, title):
   plt.close(fig)
 
 
-def train_curve(trainer, views, minutes, points):
+def train_curve(trainer, views, minutes, points, score=None):
   """Trains within the run's budget, scoring `views` at `points` times.
 
   Args:
@@ -223,6 +228,8 @@ def train_curve(trainer, views, minutes, points):
     minutes: training minutes of the whole curve.
     points: evaluations, evenly spaced on the training clock (evaluation
       time is not counted).
+    score: optional function of the trainer returning a dict of further
+      figures for each point (e.g. the statue's NeRF-W half-image PSNR).
   Returns:
     (curve: list of {minutes, step, psnr, ssim}, per-step seconds).
   """
@@ -235,7 +242,7 @@ def train_curve(trainer, views, minutes, points):
     psnr, ssim = evaluate_views(trainer, views)
     clock = trainer.clock.shared / 60.0
     curve.append({'minutes': clock, 'step': trainer.step, 'psnr': psnr,
-                  'ssim': ssim})
+                  'ssim': ssim, **(score(trainer) if score else {})})
     logging.info('curve: %.2f min, step %d: PSNR %.2f, SSIM %.4f.', clock,
                  trainer.step, psnr, ssim)
     if trainer.clock.done(trainer.step):

@@ -93,9 +93,10 @@ def opengl_to_llff(pose, hwf, bounds):
   return np.concatenate([matrix.reshape(-1), bounds])
 
 
-def write_forward_llff(folder, factor=8, num=9, size=16):
+def write_forward_llff(folder, factor=8, num=9, size=16, masks=False):
   """A forward-facing LLFF capture of the procedural chair: cameras on a
-  small grid 3 units in front of it, `images_<factor>/` of size x size.
+  small grid 3 units in front of it, `images_<factor>/` of size x size
+  (and, with `masks`, the chair's alpha as `masks_<factor>/`).
   Returns `folder`."""
   grid = [(x, y) for y in (-0.2, 0.0, 0.2) for x in (-0.3, 0.0, 0.3)][:num]
   poses = np.stack([cameras.look_at((x, y, 3.0), (0.2 * x, 0.2 * y, 0.0),
@@ -112,6 +113,11 @@ def write_forward_llff(folder, factor=8, num=9, size=16):
   for i, image in enumerate(images):
     Image.fromarray((255 * np.clip(image, 0, 1)).astype(np.uint8)).save(
         os.path.join(folder, f'images_{factor}', f'img{i:03d}.png'))
+  if masks:
+    os.makedirs(os.path.join(folder, f'masks_{factor}'), exist_ok=True)
+    for i, a in enumerate(alpha):
+      Image.fromarray((255 * np.clip(a, 0, 1)).astype(np.uint8)).save(
+          os.path.join(folder, f'masks_{factor}', f'img{i:03d}.png'))
   return folder
 
 

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import tempfile
 
 from absl.testing import absltest
@@ -12,6 +13,7 @@ import jax
 import numpy as np
 
 from condnerf import checkpointing
+from condnerf import errors
 from condnerf import experiment as experiment_lib
 from condnerf import losses
 from condnerf import parallel
@@ -21,6 +23,7 @@ from condnerf import train_step
 from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
+from experiments import bench_lib
 from tests import scenes
 
 
@@ -437,6 +440,29 @@ class LoopTest(absltest.TestCase):
       else:
         self.assertFalse(all(np.array_equal(a, b) for a, b in zip(
             jax.tree.leaves(sub), jax.tree.leaves(new_state.params[name]))))
+    # The benchmark's trainer starts a transfer from the same weights.
+    trainer = bench_lib.Trainer(experiment_lib.build_experiment(
+        config, scene=self.scene, mesh=scenes.small_mesh()), seed=0)
+    chex.assert_trees_all_equal(jax.device_get(trainer.state.params),
+                                src_state.params)
+    # train.init_params takes only the matching weights (here the color
+    # heads); the fields keep their fresh values.
+    config.train.init_params = '^heads_'
+    exp = experiment_lib.build_experiment(config, scene=self.scene,
+                                          mesh=scenes.small_mesh())
+    fresh = exp.init_state(jax.random.key(0))
+    started = jax.device_get(experiment_lib.start_from(exp, fresh).params)
+    for name, sub in started.items():
+      want = (src_state.params[name] if name.startswith('heads_') else
+              jax.device_get(fresh.params[name]))
+      chex.assert_trees_all_equal(sub, want)
+    for bad, message in (('^nothing', 'matches none of the field weights'),
+                         ('heads_(', 'is not a regular expression')):
+      config.train.init_params = bad
+      with self.assertRaisesRegex(errors.ConfigError, re.escape(message)):
+        experiment_lib.start_from(dataclasses.replace(exp, config=config),
+                                  fresh)
+    config.train.init_params = ''
     config.model.field.width = 40  # another architecture cannot start.
     with self.assertRaisesRegex(checkpointing.CheckpointMismatchError,
                                 'differ'):

@@ -157,6 +157,10 @@ def get_config(arg=None):
       # Transfer: start a new run from another run's field weights.
       init_from='',  # workdir of the source run ('' = fresh start).
       freeze='',  # comma-separated regexes of param paths kept fixed.
+      # With init_from: comma-separated regexes of the param paths taken
+      # from it ('' = all); the others start fresh (e.g. 'MLP|Dense':
+      # the decoders, with new hash grids for a new scene).
+      init_params='',
       # The divergence guard (condnerf/divergence.py): stop when, in `hold`
       # of the last `window` steps, the gradient norm was 0, the loss above
       # loss_factor x its minimum, or the gradient norm above grad_factor x

@@ -59,6 +59,9 @@ class Frames:
     split_ids: None, or (for a share of the training split) i32[split_size],
       the file appearance ids of every frame of the whole split (-1 where
       absent), so that code rows are numbered as if every frame were read.
+    valid: None, or list of bool[H_i, W_i]: the pixels training may draw
+      (nerfstudio's `mask_path`: 0 marks pixels to leave out, such as
+      passers-by); evaluation still scores every pixel.
   """
   images: list
   alphas: Optional[list]
@@ -74,6 +77,7 @@ class Frames:
   split_size: int = 0
   split_ids: Optional[np.ndarray] = None
   distortion: Optional[np.ndarray] = None
+  valid: Optional[list] = None
 
   def __len__(self):
     return len(self.images)
@@ -94,7 +98,7 @@ class Frames:
         else self.global_indices[indices],
         split_size=self.split_size, split_ids=self.split_ids,
         distortion=None if self.distortion is None
-        else self.distortion[indices])
+        else self.distortion[indices], valid=pick(self.valid))
 
 
 @dataclasses.dataclass(frozen=True)

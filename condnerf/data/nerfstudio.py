@@ -4,7 +4,12 @@ The file holds global pinhole intrinsics `fl_x, fl_y, cx, cy, w, h` (any of
 them may be overridden per frame) and `frames[]` with `file_path` (relative to
 the json's folder) and `transform_matrix` (OpenGL camera-to-world), plus the
 optional extensions `appearance_id`, `split` ('train', 'val' or 'test') and
-`depth_file_path` (see `blender`). Images may be RGB or RGBA.
+`depth_file_path` (see `blender`), and nerfstudio's `mask_path` (a grayscale
+image per frame, black where pixels are left out of training, e.g.
+passers-by: `Frames.valid`; test views are still scored whole). Images may
+be RGB or RGBA. A top-level `applied_transform` (how ns-process-data turned
+COLMAP's world into the json's) is checked and kept as
+`metadata['colmap_transform']`.
 
 Frames are sorted by `file_path` (as nerfstudio does). Frames with a `split`
 key go to that split; the others are split by index in that order, every
@@ -116,6 +121,25 @@ def _normalization(frames, json_path):
   return scale, transform, centers
 
 
+def _colmap_transform(meta, json_path, transform):
+  """f64[4, 4] from COLMAP's coordinates to the scene's, when the json has
+  ns-process-data's `applied_transform` (3x4 or 4x4: COLMAP -> json; the
+  frames' matrices already include it), else None."""
+  if 'applied_transform' not in meta:
+    return None
+  try:
+    applied = np.asarray(meta['applied_transform'], np.float64)
+  except (TypeError, ValueError):
+    applied = np.zeros((0,))
+  if (applied.shape not in ((3, 4), (4, 4)) or
+      not np.all(np.isfinite(applied))):
+    raise base.DataError(
+        f'{json_path}: "applied_transform" must be a 3x4 (or 4x4) list of '
+        'numbers, as ns-process-data writes it; fix it or remove the key '
+        '(it only records how COLMAP\'s poses were turned).')
+  return transform @ np.vstack([applied[:3], [0.0, 0.0, 0.0, 1.0]])
+
+
 def _scene_range(meta, json_path, scale, centers):
   """(near, far, scene_bound) in scene units, per the module docstring."""
   if 'near' in meta or 'far' in meta:
@@ -155,16 +179,15 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
       this process holds.
   Returns:
     A validated `base.Scene` (up = +y). `metadata['world_transform']` f64[4, 4]
-    maps json coordinates to scene coordinates.
+    maps json coordinates to scene coordinates ('colmap_transform': COLMAP's).
   Raises:
     DataError: on missing or malformed files, naming the file and the fix.
   """
   json_path = _json_path(os.fspath(path))
   folder = os.path.dirname(os.path.abspath(json_path))
-  factor = base.check_positive_int(factor, 'factor')
+  factor, max_frames, background = base.check_options(factor, max_frames,
+                                                      background)
   holdout = base.check_positive_int(holdout, 'holdout', minimum=2)
-  max_frames = base.check_positive_int(max_frames, 'max_frames', minimum=0)
-  background = base.check_background(background)
   meta = image_io.read_json(json_path)
   frames = transforms_json.get_frames(meta, json_path)
   if not frames:
@@ -173,6 +196,7 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
   split_frames = _split_frames(frames, holdout, json_path)
   scale, transform, centers = _normalization(frames, json_path)
   near, far, scene_bound = _scene_range(meta, json_path, scale, centers)
+  colmap = _colmap_transform(meta, json_path, transform)
   where = os.path.basename(json_path)
   load = functools.partial(transforms_json.load_frames, meta, folder=folder,
                            where=where, background=background, factor=factor,
@@ -196,4 +220,4 @@ def load_nerfstudio(path, appearance='auto', num_codes=0,
       up=np.array([0.0, 1.0, 0.0], np.float32),
       metadata={'format': 'nerfstudio', 'source': os.path.abspath(json_path),
                 'factor': factor, 'world_transform': transform,
-                'distortion': distorted})
+                'colmap_transform': colmap, 'distortion': distorted})

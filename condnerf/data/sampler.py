@@ -17,8 +17,29 @@ from condnerf import structs
 from condnerf.data import base
 
 
+def _valid_positions(frames, mine, shard):
+  """None, or i64[V]: where the pixels training may draw lie in the
+  concatenation of the frames `mine` (`Frames.valid`)."""
+  if frames.valid is None:
+    return None
+  for i in mine:
+    if frames.valid[i].shape != frames.images[i].shape[:2]:
+      raise ValueError(
+          f'Frame {frames.names[i]!r}: its mask of valid pixels is '
+          f'{frames.valid[i].shape}, its image {frames.images[i].shape[:2]}.')
+  keep = np.concatenate([frames.valid[i].reshape(-1) for i in mine])
+  if not keep.any():
+    raise ValueError(
+        f'Every pixel of the training frames of shard {shard} is masked out '
+        '(mask_path); masks mark the pixels to keep with white.')
+  # int32 halves the index of a large capture (every kept pixel of it).
+  return np.flatnonzero(keep).astype(
+      np.int32 if keep.size < 2**31 else np.int64)
+
+
 class RaySampler:
-  """Uniformly random pixels over the frames of each shard of a split."""
+  """Uniformly random pixels over the frames of each shard of a split (of
+  their valid pixels, when `Frames.valid` is set)."""
 
   def __init__(self, frames, batch_size, seed, process_index=0,
                process_count=1, shards=1):
@@ -57,23 +78,23 @@ class RaySampler:
           f'frames {missing.tolist()[:8]} of shards '
           f'{list(share.train_shard_range())} of {shards}, which were not '
           'loaded; load the scene with this base.Share.')
-    self.frames = frames
-    self.batch_size = batch_size
+    self.frames, self.batch_size = frames, batch_size
     self.local_size = batch_size // process_count
-    self.seed, self.shards = seed, shards
-    self.block = batch_size // shards
+    self.seed, self.shards, self.block = seed, shards, batch_size // shards
     held = share.train_shard_range()
     # Rows of this process within the blocks of its shards, concatenated.
     self.offset = process_index * self.local_size - held.start * self.block
     sizes = [im.shape[0] * im.shape[1] for im in frames.images]
     self._starts = np.concatenate([[0], np.cumsum(sizes)])
     self._widths = np.array([im.shape[1] for im in frames.images])
-    # Per held shard: its frames (in split order) and their pixel starts.
+    # Per held shard: its frames (in split order), their pixel starts and
+    # the positions of the pixels it may draw (None: all; `frames.valid`).
     self._shards = []
     for shard in held:
       mine = np.flatnonzero(positions % shards == shard)
-      self._shards.append((shard, mine, np.concatenate(
-          [[0], np.cumsum(np.asarray(sizes)[mine])])))
+      starts = np.concatenate([[0], np.cumsum(np.asarray(sizes)[mine])])
+      self._shards.append((shard, mine, starts,
+                           _valid_positions(frames, mine, shard)))
     self._rgb = np.concatenate(
         [im.reshape(-1, 3) for im in frames.images]).astype(np.float32)
     self._alpha = (np.ones((self.num_pixels,), np.float32)
@@ -89,10 +110,13 @@ class RaySampler:
     """(i64[rows] frame of each row, i64[rows] pixel index within it) of
     this process's rows of the global batch of `step`."""
     frames, pixels = [], []
-    for shard, mine, starts in self._shards:
+    for shard, mine, starts, valid in self._shards:
       key = [self.seed, step] if self.shards == 1 else [self.seed, step, shard]
-      flat = np.random.default_rng(key).integers(0, starts[-1],
-                                                  size=self.block)
+      rng = np.random.default_rng(key)
+      if valid is None:
+        flat = rng.integers(0, starts[-1], size=self.block)
+      else:
+        flat = valid[rng.integers(0, len(valid), size=self.block)]
       k = np.searchsorted(starts, flat, side='right') - 1
       frames.append(mine[k])
       pixels.append(flat - starts[k])

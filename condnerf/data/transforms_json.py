@@ -262,6 +262,23 @@ def _load_depth(folder, frame, shape, where):
   return depth.astype(np.float32)
 
 
+def _load_valid(folder, frame, shape, factor, where):
+  """bool[H / factor, W / factor]: a frame's `mask_path` (nerfstudio: 0 =
+  leave the pixel out of training), checked against the image; a
+  downsampled pixel is kept only when all of its pixels are."""
+  path = os.path.normpath(os.path.join(folder, frame['mask_path']))
+  if not os.path.isfile(path):
+    raise base.DataError(f'{where}: mask {path} does not exist; fix '
+                         '"mask_path".')
+  mask = image_io.read_gray(path)
+  if mask.shape != shape:
+    raise base.DataError(
+        f'{where}: mask {path} is {mask.shape[1]}x{mask.shape[0]} but the '
+        f'image is {shape[1]}x{shape[0]}; they must match.')
+  return image_io.box_downsample((mask > 0.5).astype(np.float32),
+                                 factor) > 1.0 - 1e-6
+
+
 def load_frames(meta, frames, folder, where, background, factor, near, far):
   """Reads frame entries into `Frames` whose ids are still the file ids.
 
@@ -280,8 +297,9 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
   """
   has_depth = _all_or_none(frames, 'depth_file_path', where)
   has_look = _all_or_none(frames, 'appearance', where)
+  has_mask = _all_or_none(frames, 'mask_path', where)
   images, alphas, poses, intrinsics, ids, names = [], [], [], [], [], []
-  distortions = []
+  distortions, valid = [], []
   depths, appearances, any_alpha, first = [], [], False, None
   for i, frame in enumerate(frames):
     frame_where = f'{where} frame {i} ({frame["file_path"]!r})'
@@ -296,6 +314,9 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
       depths.append(image_io.downsample_depth(depth, factor))
     if has_look:
       appearances.append(appearance_values(frame, frame_where))
+    if has_mask:
+      valid.append(_load_valid(folder, frame, rgb.shape[:2], factor,
+                               frame_where))
     images.append(image_io.box_downsample(
         image_io.composite(rgb, alpha, background), factor))
     alphas.append(image_io.box_downsample(alpha, factor))
@@ -312,4 +333,5 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
       names=names, near=float(near), far=float(far),
       depths=depths if has_depth else None,
       appearances=np.stack(appearances) if has_look else None,
-      distortion=(np.stack(distortions) if np.any(distortions) else None))
+      distortion=(np.stack(distortions) if np.any(distortions) else None),
+      valid=valid if has_mask else None)

@@ -131,6 +131,77 @@ class NerfstudioTest(parameterized.TestCase):
         (transform @ np.append(original[0, :3, 3], 1.0))[:3], centers[0],
         atol=1e-5)
 
+  def test_applied_transform_maps_colmap_points_into_the_scene(self):
+    scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    self.assertIsNone(scene.metadata['colmap_transform'])
+    # ns-process-data's: json = applied @ COLMAP (a rotation about x, and a
+    # shift), so a COLMAP camera center is inv(applied) @ the json's.
+    angle = 0.3
+    applied = np.array([[1.0, 0.0, 0.0, 0.5],
+                        [0.0, np.cos(angle), -np.sin(angle), -1.0],
+                        [0.0, np.sin(angle), np.cos(angle), 2.0]])
+    self.meta['applied_transform'] = applied.tolist()
+    self._write()
+    scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    names, poses = self._all(scene)
+    colmap = np.linalg.inv(np.vstack([applied, [0, 0, 0, 1]]))
+    for name, pose in zip(names, poses):
+      center = colmap @ np.append(self.poses[int(name[-6:-4]), :3, 3], 1.0)
+      np.testing.assert_allclose(
+          (scene.metadata['colmap_transform'] @ center)[:3], pose[:3, 3],
+          atol=1e-5)
+    self.meta['applied_transform'] = [[1.0, 0.0], [0.0, 1.0]]
+    self._write()
+    with self.assertRaisesRegex(base.DataError,
+                                '"applied_transform" must be a 3x4'):
+      nerfstudio.load_nerfstudio(self.root, holdout=4)
+
+  def test_masks_keep_left_out_pixels_out_of_training(self):
+    # Every image: left half dark (kept), right half bright (masked out).
+    for i, frame in enumerate(self.meta['frames']):
+      path = os.path.join(self.root, frame['file_path'])
+      h, w = np.asarray(Image.open(path)).shape[:2]
+      pixels = np.full((h, w, 3), 250, np.uint8)
+      pixels[:, :w // 2] = 50
+      Image.fromarray(pixels).save(path)
+      mask = np.zeros((h, w), np.uint8)
+      mask[:, :w // 2] = 255
+      frame['mask_path'] = f'masks/m{i:02d}.png'
+      os.makedirs(os.path.join(self.root, 'masks'), exist_ok=True)
+      Image.fromarray(mask).save(os.path.join(self.root, frame['mask_path']))
+    self._write()
+    scene = nerfstudio.load_nerfstudio(self.root, holdout=4)
+    for valid, image in zip(scene.train.valid, scene.train.images):
+      self.assertEqual(valid.shape, image.shape[:2])
+      self.assertTrue(np.all(valid[:, :image.shape[1] // 2]))
+      self.assertFalse(np.any(valid[:, image.shape[1] // 2:]))
+    draw = sampler.RaySampler(scene.train, batch_size=512, seed=0)
+    for step in range(3):
+      np.testing.assert_allclose(draw.batch(step).rgb, 50 / 255, atol=1e-6)
+    none_kept = dataclasses.replace(
+        scene.train, valid=[np.zeros_like(v) for v in scene.train.valid])
+    with self.assertRaisesRegex(ValueError, 'is masked out'):
+      sampler.RaySampler(none_kept, batch_size=512, seed=0)
+    # Downsampled: a pixel is kept only when all of its pixels are (the
+    # 8x10 frame's 5 kept columns make 2 whole ones at factor 2).
+    big = nerfstudio.load_nerfstudio(self.root, holdout=4, factor=2)
+    index = big.train.names.index('images/f02.png')
+    np.testing.assert_array_equal(big.train.valid[index][0], [1, 1, 0, 0, 0])
+    # A mask of another size, a missing one, and masks on some frames only.
+    Image.fromarray(np.zeros((3, 3), np.uint8)).save(
+        os.path.join(self.root, 'masks', 'm00.png'))
+    with self.assertRaisesRegex(base.DataError, 'is 3x3 but the image is'):
+      nerfstudio.load_nerfstudio(self.root, holdout=4)
+    os.remove(os.path.join(self.root, 'masks', 'm00.png'))
+    with self.assertRaisesRegex(base.DataError, 'does not exist; fix '
+                                '"mask_path"'):
+      nerfstudio.load_nerfstudio(self.root, holdout=4)
+    del self.meta['frames'][0]['mask_path']
+    self._write()
+    with self.assertRaisesRegex(base.DataError, 'some frames have '
+                                '"mask_path"'):
+      nerfstudio.load_nerfstudio(self.root, holdout=4)
+
   def test_default_and_given_ranges(self):
     scene = nerfstudio.load_nerfstudio(self.root)
     self.assertEqual(scene.train.near, nerfstudio.DEFAULT_NEAR)

@@ -64,6 +64,40 @@ class PosesTest(absltest.TestCase):
     bound = poses_lib.frustum_bound(pose, intrinsics, [8], [10], [[1.0, 3.0]])
     self.assertAlmostEqual(bound, 3.0)
 
+  def test_frustum_box_holds_every_frustum_section_and_no_more(self):
+    # Six cameras of different sizes and depth bounds; points drawn inside
+    # each frustum between its near and far z-depths must lie in the box,
+    # and the frusta's corners must reach its faces.
+    poses = _ring_poses()
+    rng = np.random.default_rng(3)
+    heights, widths = [20, 24, 18, 30, 20, 26], [30, 24, 22, 18, 40, 26]
+    shifts = rng.uniform(-2, 2, (6, 2))
+    intrinsics = np.stack([[f, f, w / 2 + dx, h / 2 + dy] for f, h, w, (dx, dy)
+                           in zip(rng.uniform(20, 40, 6), heights, widths,
+                                  shifts)])
+    depths = np.stack([rng.uniform(0.5, 1.5, 6), rng.uniform(2.0, 6.0, 6)], -1)
+    bound = poses_lib.frustum_bound(poses, intrinsics, heights, widths, depths)
+    reach = 0.0
+    for i, pose in enumerate(poses):
+      # Random pixels plus the four image corners, at random depths and at
+      # both bounds.
+      pixels = np.concatenate([
+          rng.uniform(0, 1, (400, 2)) * [heights[i], widths[i]],
+          [[0, 0], [0, widths[i]], [heights[i], 0],
+           [heights[i], widths[i]]]]) - 0.5  # rays through pixel + 0.5.
+      o, d = cameras.pixel_directions(pixels.astype(np.float32),
+                                      intrinsics[i].astype(np.float32), pose)
+      _, unit_depth = poses_lib.project(o + d, pose, intrinsics[i])
+      for z in (depths[i, 0], depths[i, 1],
+                rng.uniform(*depths[i], (len(pixels), 1))):
+        points = o + d * (np.asarray(z).reshape(-1, 1) / unit_depth[:, None])
+        _, depth = poses_lib.project(points, pose, intrinsics[i])
+        np.testing.assert_allclose(depth, np.broadcast_to(
+            np.asarray(z).reshape(-1), depth.shape), rtol=1e-4)
+        self.assertLessEqual(np.abs(points).max(), bound * (1 + 1e-5))
+        reach = max(reach, np.abs(points).max())
+    self.assertGreater(reach, bound * (1 - 1e-4))
+
   def test_project_inverts_pixel_directions(self):
     poses = _ring_poses()
     intrinsics = np.array([30.0, 32.0, 15.5, 11.0])

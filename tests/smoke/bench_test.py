@@ -154,6 +154,32 @@ class BenchTest(absltest.TestCase):
     self.assertBetween(fern['curve'][0]['psnr'], 0.0, 100.0)
     self.assertGreater(fern['train_rays_per_s'], 0)
 
+  def test_real_suite_scores_the_statue_the_nerfw_way_on_each_point(self):
+    # A masked capture under the statue's name trains with wild.py: one
+    # code per photo, the box from the masks, random backgrounds.
+    with tempfile.TemporaryDirectory() as tmp:
+      scenes.write_forward_llff(os.path.join(tmp, 'statue_of_liberty'),
+                                factor=4, num=9, masks=True)
+      proc = run_bench('--suite=real', f'--data_root={tmp}',
+                       '--scenes=statue_of_liberty', '--minutes=0.04',
+                       '--points=2', '--eval_images=2',
+                       '--override=train.batch_size=64',
+                       '--override=model.num_samples=(8, 8)',
+                       '--override=edit.steps=3',
+                       '--override=render.num_frames=2',
+                       f'--out={os.path.join(tmp, "real.json")}')
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    statue = json.loads(proc.stdout)['scenes']['statue_of_liberty']
+    self.assertEqual(statue['config_file'], 'experiments/configs/wild.py')
+    self.assertLen(statue['curve'], 2)
+    for point in statue['curve']:
+      # Test photos 0 and 8 of the 9: both fitted and scored.
+      self.assertLen(point['nerfw_per_view'], 2)
+      self.assertAlmostEqual(point['nerfw_half_psnr'],
+                             sum(point['nerfw_per_view']) / 2, places=4)
+    self.assertEqual(statue['nerfw_per_view'],
+                     statue['curve'][-1]['nerfw_per_view'])
+
   def test_real_suite_names_a_missing_scene_folder(self):
     with tempfile.TemporaryDirectory() as tmp:
       proc = run_bench('--suite=real', f'--data_root={tmp}', '--scenes=fern',

@@ -10,18 +10,9 @@ capture"). Variants: `fast` (hash grid + proposal sampler, lego's tuned
 settings, a 10-minute budget), `runlocal`.
 """
 
-from condnerf.configs import base
-from condnerf.configs import common
 from experiments.configs import llff
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, fast=False)
-  config = base.get_config(
-      ','.join(k for k in ('fast', 'runlocal') if arg[k]))
-  config.data.update(name='nerfstudio', path='', holdout=8,
-                     appearance='auto')
-  config.train.minutes = 0.0
-  if arg.fast and not arg.runlocal:
-    llff.apply_llff_fast(config)
-  return config
+  return llff.capture_config(arg, name='nerfstudio', path='', holdout=8,
+                             appearance='auto')

@@ -18,11 +18,18 @@ from experiments.configs import lego
 
 
 def get_config(arg=None):
+  return capture_config(arg, name='llff', path='../shared/data/fern',
+                        factor=8, holdout=8, appearance='shared', ndc=True)
+
+
+def capture_config(arg, **data):
+  """The config of a real capture with `data` set: the base model, or with
+  `arg` 'fast' the fast family as `apply_llff_fast` tunes it, or
+  'runlocal'; no time budget unless `fast` sets one."""
   arg = common.parse_arg(arg, runlocal=False, fast=False)
   config = base.get_config(
       ','.join(k for k in ('fast', 'runlocal') if arg[k]))
-  config.data.update(name='llff', path='../shared/data/fern', factor=8,
-                     holdout=8, appearance='shared', ndc=True)
+  config.data.update(**data)
   config.train.minutes = 0.0
   if arg.fast and not arg.runlocal:
     apply_llff_fast(config)

@@ -14,21 +14,14 @@ One shared code (one capture, one look). Variants: `fast` (a 10-minute
 budget), `runlocal`.
 """
 
-from condnerf.configs import base
-from condnerf.configs import common
 from experiments.configs import llff
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, fast=False)
-  config = base.get_config(
-      ','.join(k for k in ('fast', 'runlocal') if arg[k]))
-  config.data.update(name='llff', path='../shared/data/ethiopian_head',
-                     factor=20, holdout=8, appearance='shared', masks=False)
+  config = llff.capture_config(
+      arg, name='llff', path='../shared/data/ethiopian_head', factor=20,
+      holdout=8, appearance='shared', masks=False)
   config.model.field.use_contraction = True
   config.model.proposal_field.use_contraction = True
   config.model.lindisp = True
-  config.train.minutes = 0.0
-  if arg.fast and not arg.runlocal:
-    llff.apply_llff_fast(config)
   return config

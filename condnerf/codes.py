@@ -17,7 +17,9 @@ any other entry under 'name/entry'.
 """
 
 import os
+import zipfile
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -207,6 +209,9 @@ def mean_code(codes):
   return jax.tree.map(lambda table: jnp.mean(table, axis=0), codes)
 
 
+DAMAGED_SUFFIX = '.damaged'
+
+
 class CodeBankError(errors.UserError, KeyError):
   """A code name is missing from a bank, or the bank file is unreadable."""
 
@@ -228,17 +233,27 @@ def check_like(code, like, name):
         f'Code {name!r} has entries {got} but this run\'s codes have {want} '
         '(another code width or palette size); use a code saved from a run '
         'with the same config.')
+  for entry, value in code.items():
+    bad = ~np.isfinite(np.asarray(value, np.float32))
+    if bad.any():
+      raise CodeBankError(
+          f'Code {name!r} is not finite: {int(bad.sum())} of the '
+          f'{bad.size} values of its {entry!r} entry are NaN or infinite; '
+          'save it again from a run that did not diverge.')
   return code
 
 
 def save_bank(path, named_codes):
   """Adds named codes to an `.npz` code bank (atomic; keeps other names).
 
+  The read, merge and replace happen under the bank's lock
+  (`workdir.bank_lock`), so processes saving at once keep every code.
+
   Args:
     path: the bank file; created if missing.
     named_codes: dict name -> one code (pytree, or a bare latent vector).
   """
-  bank = load_bank(path) if os.path.exists(path) else {}
+  new = {}
   for name, code in named_codes.items():
     name = str(name)
     if '/' in name:
@@ -247,25 +262,67 @@ def save_bank(path, named_codes):
     if code[APPEARANCE].ndim != 1:
       raise CodeBankError(f'Code {name!r} must hold one latent vector, got '
                           f'shape {code[APPEARANCE].shape}.')
-    bank[name] = code
-  arrays = {}
-  for name, code in bank.items():
-    for entry, value in code.items():
-      arrays[name if entry == APPEARANCE else f'{name}/{entry}'] = value
-  workdir_lib.write_atomic(path, lambda f: np.savez(f, **arrays), binary=True)
+    new[name] = code
+  with workdir_lib.bank_lock(path):
+    bank = _load_or_move_aside(path)
+    bank.update(new)
+    arrays = {}
+    for name, code in bank.items():
+      for entry, value in code.items():
+        arrays[name if entry == APPEARANCE else f'{name}/{entry}'] = value
+    workdir_lib.write_atomic(path, lambda f: np.savez(f, **arrays),
+                             binary=True)
+
+
+class DamagedBankError(CodeBankError):
+  """The bank file exists but cannot be read as a bank."""
 
 
 def load_bank(path):
-  """dict name -> one code (pytree) from an `.npz` code bank."""
-  if not os.path.exists(path):
+  """dict name -> one code (pytree) from an `.npz` code bank.
+
+  Raises:
+    CodeBankError: there is no bank at `path`.
+    DamagedBankError: the file cannot be read as a bank (the message names
+      it; the next `save_bank` moves it aside).
+  """
+  if not os.path.lexists(path):
     raise CodeBankError(f'No code bank at {path}; save codes first.')
   bank = {}
-  with np.load(path) as data:
-    for key in data.files:
-      name, _, entry = key.partition('/')
-      bank.setdefault(name, {})[entry or APPEARANCE] = np.asarray(
-          data[key], np.float32)
+  try:
+    # Our own handle: np.load leaks its file when the archive is damaged.
+    with open(path, 'rb') as f, np.load(f, allow_pickle=False) as data:
+      for key in data.files:
+        name, _, entry = key.partition('/')
+        bank.setdefault(name, {})[entry or APPEARANCE] = np.asarray(
+            data[key], np.float32)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile,
+          AttributeError) as e:
+    raise DamagedBankError(
+        f'The code bank {path} is damaged ({type(e).__name__}: '
+        f'{errors.one_line(e)}); restore it from a copy, or save a code '
+        f'(an edit that saves one moves the damaged file aside as '
+        f'{os.path.basename(path)}{DAMAGED_SUFFIX}).') from e
   return bank
+
+
+def _load_or_move_aside(path):
+  """The bank at `path` for a save: {} if none; a damaged one is moved to
+  `path.damaged` (never overwritten: .damaged.1, ...) with a message."""
+  if not os.path.lexists(path):
+    return {}
+  try:
+    return load_bank(path)
+  except DamagedBankError as e:
+    aside, n = path + DAMAGED_SUFFIX, 0
+    while os.path.lexists(aside):
+      n += 1
+      aside = f'{path}{DAMAGED_SUFFIX}.{n}'
+    os.replace(path, aside)
+    logging.warning('%s It was moved to %s; a new bank starts with the codes '
+                    'saved now.', errors.one_line(e).split(';')[0] + '.',
+                    aside)
+    return {}
 
 
 def bank_code(path, name, like=None):

@@ -244,6 +244,28 @@ def check_config(config):
         f'{list(PALETTE_INITS)}.')
 
 
+def check_freeze(text, params):
+  """Refuses a `train.freeze` pattern that matches no field parameter (a
+  typo would otherwise freeze nothing, silently).
+
+  Args:
+    text: `train.freeze`, comma-separated regexes.
+    params: the field parameters (arrays or shapes).
+  Raises:
+    errors.ConfigError: naming the pattern and a few parameter paths.
+  """
+  patterns = freeze_patterns(text)
+  compiled = optim.compile_patterns(patterns, 'train.freeze')
+  names = [optim.param_path(path) for path, _ in
+           jax.tree_util.tree_flatten_with_path(params)[0]]
+  for pattern, regex in zip(patterns, compiled):
+    if not any(regex.search(name) for name in names):
+      raise errors.ConfigError(
+          f'train.freeze pattern {pattern!r} matches none of the field '
+          f'parameters, so it would freeze nothing; paths look like '
+          f'{", ".join(names[:3])} ({len(names)} in all).')
+
+
 def restore_or_init(experiment, ckpt, key):
   """Latest good checkpoint of `ckpt`, else a fresh state.
 
@@ -253,6 +275,7 @@ def restore_or_init(experiment, ckpt, key):
     checkpointing.CheckpointMismatchError: the checkpoint is of another model.
   """
   abstract = experiment.abstract_state()
+  check_freeze(experiment.config.train.freeze, abstract.params)
   restored, step = ckpt.restore(abstract.as_dict())
   if restored is None:
     return start_from(experiment, experiment.init_state(key)), False

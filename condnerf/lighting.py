@@ -70,12 +70,19 @@ def shading(normals, light, xp=jnp):
 
 
 def check_light(light, what='light code'):
-  """f32[9, 3] from anything array-like; ValueError naming the shape."""
+  """f32[9, 3] from anything array-like; ValueError naming a wrong shape,
+  or the values that are not finite."""
   light = np.asarray(light, np.float32)
-  if light.shape != (NUM_COEFFS, 3) or not np.all(np.isfinite(light)):
+  if light.shape != (NUM_COEFFS, 3):
     raise ValueError(f'A {what} is f32[{NUM_COEFFS}, 3] finite SH '
                      f'coefficients (9 per color channel); got shape '
                      f'{light.shape}.')
+  bad = ~np.isfinite(light)
+  if bad.any():
+    raise ValueError(f'The {what} is not finite: {int(bad.sum())} of its '
+                     f'{light.size} SH coefficients are NaN or infinite; use '
+                     'a code saved from a run that trained without '
+                     'diverging.')
   return light
 
 

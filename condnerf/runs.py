@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from condnerf import codes as codes_lib
+from condnerf import config_record
 from condnerf import experiment as experiment_lib
 from condnerf import train_lib
 from condnerf import workdir as workdir_lib
@@ -171,7 +172,7 @@ def load_config(workdir):
   Raises:
     FileNotFoundError: the run has no config.json.
   """
-  recorded = workdir_lib.load_config_json(workdir)
+  recorded = config_record.load_config_json(workdir)
   if recorded is None:
     raise FileNotFoundError(
         f'No {workdir_lib.CONFIG_FILE} in {workdir}; is it a run '

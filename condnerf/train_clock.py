@@ -2,7 +2,9 @@
 
 `TrainClock` counts training time and turns it into the progress the
 learning-rate decay follows; `read_clock`/`write_clock` keep it across
-resumes in `CLOCK_FILE`, next to the checkpoints. Used by the train loop
+resumes in `CLOCK_FILE`, next to the checkpoints: the time of each recent
+checkpointed step, so a resume from the last committed checkpoint finds its
+time even when a later save was cut short. Used by the train loop
 (`train_lib`) and the benchmark's Trainer.
 """
 
@@ -15,7 +17,9 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from condnerf import errors
 from condnerf import workdir as workdir_lib
+from condnerf import writers
 
 
 class TrainClock:
@@ -75,30 +79,81 @@ class TrainClock:
 
 
 CLOCK_FILE = 'train_clock.json'
+KEEP_RECORDS = 16  # steps remembered: more than checkpoints kept or in flight.
+
+
+def _read_records(path):
+  """{step: seconds} of `CLOCK_FILE`; the format before records per step
+  ({'step', 'seconds'}) reads as one record. Raises ValueError if damaged."""
+  with open(path, encoding='utf-8') as f:
+    record = json.load(f)
+  if not isinstance(record, dict):
+    raise ValueError(f'a JSON {type(record).__name__}, not an object')
+  if 'steps' not in record:  # the format of one record.
+    record = {'steps': {str(record['step']): record['seconds']}}
+  return {int(k): float(v) for k, v in record['steps'].items()}
+
+
+def _from_metrics(workdir, step):
+  """Training seconds at `step` rebuilt from metrics.jsonl's train_minutes
+  (its last training row at or before `step`), or None."""
+  seconds = None
+  path = os.path.join(workdir, writers.METRICS_FILENAME)
+  try:
+    with open(path, encoding='utf-8') as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+          if (row.get('split', 'train') == 'train' and
+              row['step'] <= step and 'train_minutes' in row):
+            seconds = 60.0 * float(row['train_minutes'])
+        except (ValueError, KeyError, TypeError, AttributeError):
+          continue
+  except (OSError, UnicodeDecodeError):
+    return None
+  return seconds
 
 
 def read_clock(workdir, step):
-  """Training seconds recorded with the checkpoint of `step` (else 0)."""
+  """Training seconds recorded with the checkpoint of `step`.
+
+  `write_clock` records the time of every step it is called for, before the
+  checkpoint of that step is committed, so after a crash mid-save the
+  committed step a run resumes from still finds its own time. A missing or
+  damaged record (or none for `step`) is rebuilt from metrics.jsonl, with a
+  message; only when that fails too does the time restart from 0.
+  """
+  if step == 0:
+    return 0.0
   path = os.path.join(workdir, CLOCK_FILE)
-  if step == 0 or not os.path.exists(path):
-    return 0.0
+  why = None
   try:
-    with open(path, encoding='utf-8') as f:
-      record = json.load(f)
-    recorded_step, seconds = record['step'], float(record['seconds'])
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    logging.warning('Cannot read %s (%s): training time restarts from 0.',
-                    path, e)
+    records = _read_records(path)
+    if step in records:
+      return records[step]
+    why = f'{path} has no record of step {step} (it has {sorted(records)})'
+  except FileNotFoundError:
+    why = f'there is no {path}'
+  except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+    why = f'{path} is damaged ({errors.one_line(e)})'
+  seconds = _from_metrics(workdir, step)
+  if seconds is None:
+    logging.warning('%s: training time restarts from 0.', why)
     return 0.0
-  if recorded_step != step:
-    logging.warning('%s is for step %s but the checkpoint is step %d: '
-                    'training time restarts from 0.', path, recorded_step,
-                    step)
-    return 0.0
+  logging.warning('%s: training time rebuilt from %s as %.1f min.', why,
+                  writers.METRICS_FILENAME, seconds / 60.0)
   return seconds
 
 
 def write_clock(workdir, step, seconds):
-  """Records `seconds` of training at `step` (atomically) in the workdir."""
-  workdir_lib.write_json(os.path.join(workdir, CLOCK_FILE),
-                         {'step': int(step), 'seconds': float(seconds)})
+  """Records `seconds` of training at `step` (atomically) in the workdir,
+  keeping the records of the last `KEEP_RECORDS` steps."""
+  path = os.path.join(workdir, CLOCK_FILE)
+  try:
+    records = _read_records(path)
+  except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    records = {}  # none yet, or damaged: the new record starts it afresh.
+  records = {k: v for k, v in records.items() if k < int(step)}
+  records[int(step)] = float(seconds)
+  kept = sorted(records)[-KEEP_RECORDS:]
+  workdir_lib.write_json(path, {'steps': {str(k): records[k] for k in kept}})

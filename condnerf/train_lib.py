@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from condnerf import checkpointing
+from condnerf import config_record
 from condnerf import divergence
 from condnerf import evaluators
 from condnerf import experiment as experiment_lib
@@ -26,6 +27,7 @@ from condnerf import metrics as metrics_lib
 from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_hooks
+from condnerf import train_lock
 from condnerf import workdir as workdir_lib
 from condnerf import writers
 from condnerf.data import base
@@ -105,9 +107,9 @@ def train_and_evaluate(config, workdir, experiment=None,
   """Trains (resuming if possible), checkpoints, validates and evaluates.
 
   The run folder is protected: the data loads before any folder is made, a
-  training holds `workdir.WorkdirLock` while it runs, and a resumed run whose
+  training holds `train_lock.WorkdirLock` while it runs, and a resumed run whose
   config differs from the recorded one is refused unless
-  `allow_config_change` (`workdir.record_config`).
+  `allow_config_change` (`config_record.record_config`).
 
   Args:
     config: the resolved ConfigDict.
@@ -126,13 +128,13 @@ def train_and_evaluate(config, workdir, experiment=None,
     divergence.TrainingDivergedError: the run diverged (the last good
       checkpoint is kept).
     TrainingInterrupted: SIGINT/SIGTERM; the current step was saved first.
-    workdir.WorkdirLockedError, workdir.ConfigChangedError: see above.
+    train_lock.WorkdirLockedError, config_record.ConfigChangedError: see above.
   """
   is_main = jax.process_index() == 0
   exp = (experiment_lib.build_experiment(config) if experiment is None
          else experiment)
   os.makedirs(workdir, exist_ok=True)
-  lock = workdir_lib.WorkdirLock(workdir, train_hooks.say) if is_main else None
+  lock = train_lock.WorkdirLock(workdir, train_hooks.say) if is_main else None
   with lock or contextlib.nullcontext():
     init_key, train_key = jax.random.split(jax.random.key(config.seed))
     ckpt = checkpointing.Checkpointer(
@@ -164,7 +166,7 @@ def _start(exp, ckpt, workdir, init_key, allow_config_change):
   is_main = jax.process_index() == 0
   state, restored = experiment_lib.restore_or_init(exp, ckpt, init_key)
   start = int(jax.device_get(state.step))
-  workdir_lib.record_config(
+  config_record.record_config(
       workdir, json.loads(exp.config.to_json()), start if restored else None,
       allow_config_change, write=is_main)
   if restored and is_main:

@@ -19,6 +19,7 @@ os.environ.setdefault(
     'XLA_FLAGS', f'--xla_force_host_platform_device_count={os.cpu_count()}')
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+import ast
 import re
 import signal
 import sys
@@ -26,6 +27,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 
 from condnerf import errors
 
@@ -56,10 +58,53 @@ def _flag_message(error, argv):
   return errors.one_line(text)
 
 
-def parse_flags(argv):
-  """absl's flag parsing, with a bad flag or config key as one line."""
+_EVAL_OVERRIDE = re.compile(r'--config\.evals\.([^.=]+)\.([^.=]+)=(.*)', re.S)
+
+
+def _literal(text):
+  """A flag's value as a Python literal (3, 0.5, True, 'a'), else the text."""
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
   try:
-    return flags.FLAGS(argv)
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def _set_evaluators(config, overrides):
+  """Applies `--config.evals.NAME.KEY=VALUE` overrides: to an evaluator the
+  config has, or adding `evals.NAME` (a new evaluator). A value must suit
+  the type of the field it replaces; the evaluators' own check then refuses
+  an unknown type or argument, naming those there are."""
+  with config.unlocked():
+    for name, key, value in overrides:
+      if name not in config.evals:
+        config.evals[name] = ml_collections.ConfigDict()
+      config.evals[name][key] = _literal(value)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad flag or config key as one line.
+
+  The config is locked, so an override must name an existing field, except
+  under `evals`: `--config.evals.NAME.type=...` with its arguments adds the
+  evaluator `evals.NAME` (the README's way to add one).
+  """
+  try:
+    evals = [a for a in argv[1:] if _EVAL_OVERRIDE.fullmatch(a)]
+    rest = [a for a in argv if a not in evals]
+    saved, sys.argv = sys.argv, rest  # config_flags reads overrides there.
+    try:
+      remaining = flags.FLAGS(rest)
+    finally:
+      sys.argv = saved
+    config = flags.FLAGS['config'].value if 'config' in flags.FLAGS else None
+    if evals and (config is None or 'evals' not in config):
+      return flags.FLAGS(argv)  # says what is wrong with them.
+    if evals:
+      _set_evaluators(config, [_EVAL_OVERRIDE.fullmatch(a).groups()
+                               for a in evals])
+    return remaining
   except (flags.Error, AttributeError, KeyError, TypeError,
           ValueError) as e:
     fail(_flag_message(e, argv) + ' (see --helpfull)')

@@ -5,8 +5,9 @@ Writes under --workdir: data/ (the generated scene), checkpoints/,
 metrics.jsonl, tb/, val/, eval/ (metrics.json, PNGs, contact_sheet.png), and
 edit/: the edit benchmark (report.json: every family and method's PSNR
 against ground truth, preservation, drift, time and collateral damage, and
-before | after | ground truth strips) and edit/recolor_blue/, the motivating
-example — the red chair made blue from 64 scribbled pixels of one view.
+before | after | ground truth strips) and edit/runs/recolor_blue/, the
+motivating example — the red chair made blue from 64 scribbled pixels of
+one view.
 Prints the report as a table.
 """
 

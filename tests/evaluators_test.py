@@ -82,6 +82,60 @@ class EvalsConfigTest(absltest.TestCase):
       image_metrics.process_share(held)
 
 
+class _Writer:
+  """An evaluator stand-in that writes the files it is given."""
+
+  def __init__(self, names):
+    self.names = names
+
+  def run(self, state, out_dir):
+    del state
+    os.makedirs(out_dir, exist_ok=True)
+    for name in self.names:
+      with open(os.path.join(out_dir, name), 'w') as f:
+        f.write(name)
+    return {'names': self.names}
+
+
+class StagedRunTest(absltest.TestCase):
+
+  def test_a_new_evaluation_replaces_the_old_folder_when_complete(self):
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
+    evaluators.run({'eval': _Writer(['metrics.json', 'rgb_000.png',
+                                     'rgb_001.png'])}, None, workdir)
+    # Another split with fewer images: the old images do not stay.
+    evaluators.run({'eval': _Writer(['metrics.json', 'rgb_000.png'])}, None,
+                   workdir)
+    self.assertEqual(sorted(os.listdir(os.path.join(workdir, 'eval'))),
+                     ['metrics.json', 'rgb_000.png'])
+    self.assertEqual(os.listdir(workdir), ['eval'])  # no staging left.
+
+  def test_the_edit_folder_keeps_the_bank_and_the_edits(self):
+    workdir = self.enter_context(tempfile.TemporaryDirectory())
+    edit = os.path.join(workdir, 'edit')
+    os.makedirs(os.path.join(edit, 'runs', 'blue'))
+    for name in ('codes.npz', 'scribble_mask.png', 'runs/blue/report.json'):
+      with open(os.path.join(edit, name), 'w') as f:
+        f.write('mine')
+    evaluators.run({'edit': _Writer(['report.json', 'a_code_000.png'])},
+                   None, workdir)
+    evaluators.run({'edit': _Writer(['report.json'])}, None, workdir)
+    files = sorted(os.path.relpath(os.path.join(r, n), edit)
+                   for r, _, ns in os.walk(edit) for n in ns)
+    self.assertEqual(files, ['.outputs.json', 'codes.npz', 'report.json',
+                             'runs/blue/report.json', 'scribble_mask.png'])
+
+  def test_an_evaluator_named_after_a_training_folder_is_refused(self):
+    config = base.get_config()
+    config.evals.checkpoints = dict(type='image_metrics', split='test',
+                                    max_images=1, save_images=False,
+                                    lpips='alex')
+    with self.assertRaisesRegex(errors.UserError,
+                                "evals.checkpoints: an evaluator writes to "
+                                "DIR/checkpoints/"):
+      experiment_lib.check_config(config)
+
+
 class BuildAndRunTest(absltest.TestCase):
 
   def test_build_and_run_write_under_the_evaluator_name(self):

@@ -8,8 +8,8 @@ from absl.testing import absltest
 import chex
 import jax
 
+from condnerf import config_record
 from condnerf import runs
-from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.configs import demo
 
@@ -38,7 +38,7 @@ class ConfigAndPathsTest(absltest.TestCase):
     recorded = json.loads(demo.get_config().to_json())
     del recorded['model']['lindisp']  # a field added after this run.
     recorded['model']['num_samples'] = [7, 5]  # JSON has no tuples.
-    workdir_lib.save_config_json(self.dir, recorded)
+    config_record.save_config_json(self.dir, recorded)
     config = runs.load_config(self.dir)
     self.assertEqual(config.model.num_samples, (7, 5))
     self.assertEqual(config.model.lindisp, base.get_config().model.lindisp)

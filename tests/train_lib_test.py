@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from condnerf import checkpointing
+from condnerf import config_record
 from condnerf import errors
 from condnerf import experiment as experiment_lib
 from condnerf import losses
@@ -20,7 +21,6 @@ from condnerf import parallel
 from condnerf import train_clock
 from condnerf import train_lib
 from condnerf import train_step
-from condnerf import workdir as workdir_lib
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
 from experiments import bench_lib
@@ -256,9 +256,9 @@ class LoopTest(absltest.TestCase):
     self.assertEqual(progress[:2], [0.0, 0.001])  # step counts bind first.
     self.assertEqual(progress, sorted(progress))
     with open(os.path.join(self.workdir, train_clock.CLOCK_FILE)) as f:
-      record = json.load(f)
-    self.assertEqual(record['step'], steps)
-    self.assertGreaterEqual(record['seconds'], 6e-3)
+      record = json.load(f)['steps']
+    self.assertEqual(max(int(k) for k in record), steps)
+    self.assertGreaterEqual(record[str(steps)], 6e-3)
     # A resumed run starts from the recorded time: the budget is used up.
     progress.clear()
     train_lib.train_and_evaluate(config, self.workdir, exp)
@@ -407,7 +407,7 @@ class LoopTest(absltest.TestCase):
     config.train.steps = 6
     config.optim.lr_init = 1e-3
     with self.assertRaisesRegex(
-        workdir_lib.ConfigChangedError,
+        config_record.ConfigChangedError,
         r'resuming at step 4: optim.lr_init: 0.0005 -> 0.001; '
         r'train.steps: 4 -> 6'):
       train_lib.train_and_evaluate(config, self.workdir, self._exp(config))
@@ -417,7 +417,7 @@ class LoopTest(absltest.TestCase):
     train_lib.train_and_evaluate(config, self.workdir, self._exp(config),
                                  allow_config_change=True)
     self.assertEqual(self._steps()[-1], 6)
-    history = workdir_lib.config_history(self.workdir)
+    history = config_record.config_history(self.workdir)
     self.assertEqual([h['step'] for h in history], [4])
     self.assertEqual(history[0]['config']['train']['steps'], 4)
 

@@ -10,12 +10,14 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 
+from condnerf import config_record
+from condnerf import train_lock
 from condnerf import workdir as workdir_lib
 
 
 def _hold_lock(workdir, ready, release):
   """Runs in a child process: holds the lock until `release` is set."""
-  with workdir_lib.WorkdirLock(workdir, message_fn=lambda _: None):
+  with train_lock.WorkdirLock(workdir, message_fn=lambda _: None):
     ready.set()
     release.wait(60)
 
@@ -86,17 +88,17 @@ class LockTest(_TmpMixin, absltest.TestCase):
     holder.start()
     try:
       self.assertTrue(ready.wait(60))
-      self.assertEqual(workdir_lib.read_lock(workdir)['pid'], holder.pid)
-      with self.assertRaisesRegex(workdir_lib.WorkdirLockedError,
+      self.assertEqual(train_lock.read_lock(workdir)['pid'], holder.pid)
+      with self.assertRaisesRegex(train_lock.WorkdirLockedError,
                                   f'pid {holder.pid} on '
                                   f'{socket.gethostname()}'):
-        workdir_lib.WorkdirLock(workdir).acquire()
+        train_lock.WorkdirLock(workdir).acquire()
     finally:
       release.set()
       holder.join(60)
-    self.assertIsNone(workdir_lib.read_lock(workdir))  # released, removed.
+    self.assertIsNone(train_lock.read_lock(workdir))  # released, removed.
     messages = []
-    with workdir_lib.WorkdirLock(workdir, messages.append):
+    with train_lock.WorkdirLock(workdir, messages.append):
       pass
     self.assertEqual(messages, [])
 
@@ -106,13 +108,13 @@ class LockTest(_TmpMixin, absltest.TestCase):
     dead = ctx.Process(target=int)
     dead.start()
     dead.join()
-    with open(os.path.join(workdir, workdir_lib.LOCK_FILE), 'w') as f:
+    with open(os.path.join(workdir, train_lock.LOCK_FILE), 'w') as f:
       json.dump({'pid': dead.pid, 'host': socket.gethostname(),
                  'started': '2026-01-01T00:00:00'}, f)
-    self.assertIsNone(workdir_lib.read_lock(workdir))  # nobody holds it.
+    self.assertIsNone(train_lock.read_lock(workdir))  # nobody holds it.
     messages = []
-    with workdir_lib.WorkdirLock(workdir, messages.append):
-      with open(os.path.join(workdir, workdir_lib.LOCK_FILE)) as f:
+    with train_lock.WorkdirLock(workdir, messages.append):
+      with open(os.path.join(workdir, train_lock.LOCK_FILE)) as f:
         self.assertEqual(json.load(f)['pid'], os.getpid())
     self.assertLen(messages, 1)
     self.assertIn('stale lock', messages[0])
@@ -120,11 +122,11 @@ class LockTest(_TmpMixin, absltest.TestCase):
 
   def test_record_of_another_host_is_refused(self):
     workdir = self._tmp()
-    with open(os.path.join(workdir, workdir_lib.LOCK_FILE), 'w') as f:
+    with open(os.path.join(workdir, train_lock.LOCK_FILE), 'w') as f:
       json.dump({'pid': 1, 'host': 'elsewhere', 'started': 'then'}, f)
-    with self.assertRaisesRegex(workdir_lib.WorkdirLockedError,
+    with self.assertRaisesRegex(train_lock.WorkdirLockedError,
                                 'pid 1 on elsewhere'):
-      workdir_lib.WorkdirLock(workdir).acquire()
+      train_lock.WorkdirLock(workdir).acquire()
 
 
 class RecordConfigTest(_TmpMixin, absltest.TestCase):
@@ -137,11 +139,11 @@ class RecordConfigTest(_TmpMixin, absltest.TestCase):
                    'eval': {'split': 'test'}, 'seed': 0}
 
   def test_fresh_run_writes(self):
-    workdir_lib.record_config(self.workdir, self.config)
-    self.assertEqual(workdir_lib.load_config_json(self.workdir), self.config)
+    config_record.record_config(self.workdir, self.config)
+    self.assertEqual(config_record.load_config_json(self.workdir), self.config)
 
   def test_changed_config_is_refused_then_accepted_with_history(self):
-    workdir_lib.record_config(self.workdir, self.config)
+    config_record.record_config(self.workdir, self.config)
     with open(os.path.join(self.workdir, 'config.json')) as f:
       before = f.read()
     changed = json.loads(json.dumps(self.config))
@@ -150,16 +152,16 @@ class RecordConfigTest(_TmpMixin, absltest.TestCase):
     changed['train']['log_every'] = 1  # how it is watched: always allowed.
     changed['eval']['split'] = 'val'
     with self.assertRaisesRegex(
-        workdir_lib.ConfigChangedError,
+        config_record.ConfigChangedError,
         r'resuming at step 4: optim.lr_init: 0.01 -> 0.02; '
         r'train.steps: 4 -> 8\. .*--allow_config_change'):
-      workdir_lib.record_config(self.workdir, changed, resumed_step=4)
+      config_record.record_config(self.workdir, changed, resumed_step=4)
     with open(os.path.join(self.workdir, 'config.json')) as f:
       self.assertEqual(f.read(), before)  # nothing written.
-    workdir_lib.record_config(self.workdir, changed, resumed_step=4,
+    config_record.record_config(self.workdir, changed, resumed_step=4,
                               allow_change=True)
-    self.assertEqual(workdir_lib.load_config_json(self.workdir), changed)
-    history = workdir_lib.config_history(self.workdir)
+    self.assertEqual(config_record.load_config_json(self.workdir), changed)
+    history = config_record.config_history(self.workdir)
     self.assertLen(history, 1)
     self.assertEqual(history[0]['step'], 4)
     self.assertEqual(history[0]['config'], self.config)
@@ -167,12 +169,12 @@ class RecordConfigTest(_TmpMixin, absltest.TestCase):
                                              'train.steps': [4, 8]})
 
   def test_only_watch_keys_or_new_keys_pass(self):
-    workdir_lib.record_config(self.workdir, self.config)
+    config_record.record_config(self.workdir, self.config)
     changed = json.loads(json.dumps(self.config))
     changed['train']['log_every'] = 7
     changed['train']['guard'] = {'window': 3}  # a field added since.
-    workdir_lib.record_config(self.workdir, changed, resumed_step=2)
-    self.assertEqual(workdir_lib.config_history(self.workdir), [])
+    config_record.record_config(self.workdir, changed, resumed_step=2)
+    self.assertEqual(config_record.config_history(self.workdir), [])
 
 
 class ConfigJsonTest(absltest.TestCase):
@@ -180,27 +182,27 @@ class ConfigJsonTest(absltest.TestCase):
   def test_round_trip(self):
     workdir = os.path.join(
         self.enter_context(tempfile.TemporaryDirectory()), 'run')
-    self.assertIsNone(workdir_lib.load_config_json(workdir))
+    self.assertIsNone(config_record.load_config_json(workdir))
     config = {'model': {'width': np.int64(64), 'skips': (4,)},
               'optim': {'lr': np.float32(0.5)}, 'seed': 0}
-    path = workdir_lib.save_config_json(workdir, config)
+    path = config_record.save_config_json(workdir, config)
     self.assertEqual(path, os.path.join(workdir, 'config.json'))
     expected = {'model': {'width': 64, 'skips': [4]}, 'optim': {'lr': 0.5},
                 'seed': 0}
-    self.assertEqual(workdir_lib.load_config_json(workdir), expected)
+    self.assertEqual(config_record.load_config_json(workdir), expected)
     # Overwrite in place; no temporary files are left behind.
-    workdir_lib.save_config_json(workdir, {'seed': 1})
-    self.assertEqual(workdir_lib.load_config_json(workdir), {'seed': 1})
+    config_record.save_config_json(workdir, {'seed': 1})
+    self.assertEqual(config_record.load_config_json(workdir), {'seed': 1})
     self.assertEqual(os.listdir(workdir), ['config.json'])
     with open(path) as f:
       self.assertEqual(json.load(f), {'seed': 1})
 
   def test_unserialisable_value_leaves_old_file(self):
     workdir = self.enter_context(tempfile.TemporaryDirectory())
-    workdir_lib.save_config_json(workdir, {'seed': 1})
+    config_record.save_config_json(workdir, {'seed': 1})
     with self.assertRaises(TypeError):
-      workdir_lib.save_config_json(workdir, {'fn': object()})
-    self.assertEqual(workdir_lib.load_config_json(workdir), {'seed': 1})
+      config_record.save_config_json(workdir, {'fn': object()})
+    self.assertEqual(config_record.load_config_json(workdir), {'seed': 1})
     self.assertEqual(os.listdir(workdir), ['config.json'])
 
   def test_config_dict_like(self):
@@ -211,8 +213,8 @@ class ConfigJsonTest(absltest.TestCase):
         return {'a': {'b': 1}}
 
     workdir = self.enter_context(tempfile.TemporaryDirectory())
-    workdir_lib.save_config_json(workdir, FakeConfigDict())
-    self.assertEqual(workdir_lib.load_config_json(workdir), {'a': {'b': 1}})
+    config_record.save_config_json(workdir, FakeConfigDict())
+    self.assertEqual(config_record.load_config_json(workdir), {'a': {'b': 1}})
 
 
 

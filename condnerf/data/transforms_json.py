@@ -17,6 +17,7 @@ import math
 import numbers
 import os
 
+from absl import logging
 import numpy as np
 
 from condnerf import cameras
@@ -91,6 +92,32 @@ def parse_pose(matrix, where):
         f'{where}: "transform_matrix" must be a 4x4 list of numbers '
         f'(camera-to-world, OpenGL axes), got {text}.')
   return pose.astype(np.float32)
+
+
+def note_outside(folder, paths, where):
+  """Says, in one line, which files a dataset names outside its folder.
+
+  Such files are read as given (on purpose: nerfstudio allows it, and a
+  capture may share images with another), but a downloaded dataset could
+  pull any readable image into outputs people share, so the user is told.
+
+  Args:
+    folder: the dataset's folder (the json file's).
+    paths: the files its frames name.
+    where: the json, for the message.
+  Returns:
+    list of the paths outside `folder`.
+  """
+  root = os.path.realpath(folder)
+  outside = [p for p in paths
+             if os.path.commonpath([root, os.path.realpath(p)]) != root]
+  if outside:
+    logging.warning(
+        '%s names %d file(s) outside its folder %s, read as given: %s%s. '
+        'Move them inside the dataset folder to silence this.', where,
+        len(outside), folder, os.path.normpath(outside[0]),
+        f' and {len(outside) - 1} more' if len(outside) > 1 else '')
+  return outside
 
 
 def resolve_image(folder, file_path, where):
@@ -325,6 +352,9 @@ def load_frames(meta, frames, folder, where, background, factor, near, far):
     distortions.append(frame_distortion(meta, frame, frame_where))
     ids.append(appearance_id(frame, frame_where))
     names.append(os.path.relpath(image_path, folder))
+  note_outside(folder, [os.path.join(folder, n) for n in names] + [
+      os.path.join(folder, frame[key]) for frame in frames
+      for key in ('depth_file_path', 'mask_path') if key in frame], where)
   return base.Frames(
       images=images, alphas=alphas if any_alpha else None,
       poses=np.asarray(poses, np.float32).reshape(-1, 4, 4),

@@ -2,7 +2,8 @@
 
 The last stage of `condnerf.edit`. Owns validating the edit inputs named in
 the config before anything is written, and the layout of
-`<workdir>/edit/<name>/`:
+`<workdir>/edit/runs/<name>/` (`workdir.edit_output`: a name may not be one
+of the run's own files, such as the bank `edit/codes.npz`):
   recolor      before_NNN.png / after_NNN.png for every view of the split,
                code.npy (latent) and palette.npy (if any), report.json; the
                edited code joins the bank (code methods). `edit.method`
@@ -31,6 +32,7 @@ The training checkpoint is only read; the output folder replaces an older
 one of the same name only once it is complete.
 """
 
+import math
 import os
 
 import jax
@@ -55,8 +57,7 @@ OPERATIONS = ('recolor', 'palette', 'relight', 'benchmark', 'swap',
 def run(config, workdir):
   """Runs `config.edit.operation`; returns the path of its output folder."""
   ec = config.edit
-  out_dir = workdir_lib.child(workdir_lib.edit_dir(workdir), ec.name,
-                              'edit.name')
+  out_dir = workdir_lib.edit_output(workdir, ec.name)
   _check(ec)
   bank = ec.bank or workdir_lib.bank_path(workdir)
   exp, state = experiment_lib.load_trained(config, workdir)
@@ -108,6 +109,10 @@ def parse_light(ec):
     except ValueError as e:
       raise scribbles.EditError(f'edit.light_direction='
                                 f'{ec.light_direction!r}: {e}') from e
+  for key in ('light_rotate', 'light_intensity', 'light_ambient'):
+    if not math.isfinite(ec[key]):
+      raise scribbles.EditError(f'edit.{key}={ec[key]} is not finite; give '
+                                'a number.')
   for key in ('light_intensity', 'light_ambient'):
     if ec[key] < 0 and ec[key] != -1:
       raise scribbles.EditError(f'edit.{key}={ec[key]} must be >= 0 (or -1 '
@@ -140,6 +145,10 @@ def parse_palette(text):
       raise scribbles.EditError(
           f'Cannot parse edit.palette={text!r}: {item.strip()!r} is not '
           '"entry=color"; use e.g. "2=#2f5cff;0=0.1,0.2,0.9".')
+    if int(key) in entries:
+      raise scribbles.EditError(
+          f'edit.palette={text!r} gives entry {int(key)} twice; give each '
+          'entry once.')
     entries[int(key)] = scribbles.parse_color(color)
   if not entries:
     raise scribbles.EditError('edit.palette is empty; give "entry=color" '

@@ -59,6 +59,9 @@ def parse_color(text):
     values = np.array([float(p) for p in parts], np.float32)
   except ValueError:
     values = None
+  if values is not None and not np.all(np.isfinite(values)):
+    raise EditError(f'Color {text!r} is not finite; use #RRGGBB, R,G,B with '
+                    'integers 0-255, or r,g,b with floats in [0, 1].')
   if values is None or values.shape != (3,) or np.any(values < 0):
     raise EditError(f'Cannot parse color {text!r}; use #RRGGBB, R,G,B with '
                     'integers 0-255, or r,g,b with floats in [0, 1].')

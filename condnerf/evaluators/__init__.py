@@ -17,7 +17,10 @@ import inspect
 import os
 import pkgutil
 
+import jax
+
 from condnerf import errors
+from condnerf import workdir as workdir_lib
 
 
 def types():
@@ -71,8 +74,10 @@ def check(config):
   Raises:
     errors.ConfigError: unknown type or argument, or an `eval.names` entry
       that `config.evals` lacks.
+    workdir.WorkdirError: a name whose folder is the training's own.
   """
   for name, kind, args in specs(config, config.eval.get('names', '')):
+    workdir_lib.check_evaluator_name(name)
     _check_args(_module(kind, f'evals.{name}'), args, f'evals.{name}')
 
 
@@ -100,8 +105,22 @@ def build(config, experiment, names=None):
 def run(evaluators, state, workdir):
   """Runs each evaluator on `state`, writing to `<workdir>/<name>/`.
 
+  Each writes into a fresh folder that replaces the old one only once it is
+  complete (`workdir.staged_dir`), so no output of an earlier evaluation
+  (another split, more images) is left beside the new one. `edit`'s folder
+  also holds the code bank and the edits: there only the evaluator's own
+  files are replaced. Processes other than 0 write nothing.
+
   Returns:
     dict name -> that evaluator's results.
   """
-  return {name: evaluator.run(state, os.path.join(workdir, name))
-          for name, evaluator in evaluators.items()}
+  results = {}
+  for name, evaluator in evaluators.items():
+    out_dir = os.path.join(workdir, name)
+    if jax.process_index() != 0:
+      results[name] = evaluator.run(state, out_dir)
+      continue
+    with workdir_lib.staged_dir(out_dir,
+                                shared=name == workdir_lib.EDIT) as tmp:
+      results[name] = evaluator.run(state, tmp)
+  return results

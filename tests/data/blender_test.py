@@ -119,6 +119,29 @@ class FixtureTest(parameterized.TestCase):
     np.testing.assert_allclose(scene.train.intrinsics[0],
                                [expected, expected, 3.0, 2.0], rtol=1e-6)
 
+  def test_files_outside_the_folder_are_read_with_a_notice(self):
+    outside = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, outside)
+    _write_png(os.path.join(outside, 'x.png'),
+               np.full((4, 6, 4), (200, 200, 200, 255), np.uint8))
+    frame = self._frame('train/a')
+    frame['file_path'] = os.path.relpath(os.path.join(outside, 'x'),
+                                         self.root)
+    test = self._frame('test/a')
+    test['file_path'] = os.path.join(outside, 'x.png')  # absolute.
+    with self.assertLogs(level='WARNING') as logs:
+      scene = blender.load_blender(self._simple([frame], [test]))
+    self.assertLen(logs.output, 2)  # one line per split.
+    self.assertIn(f'names 1 file(s) outside its folder {self.root}, read '
+                  f'as given: {outside}/x.png', logs.output[0])
+    np.testing.assert_allclose(scene.train.images[0][0, 0], 200 / 255,
+                               atol=1e-6)
+    # Files inside the folder (even through "..") say nothing.
+    inside = self._frame('train/b')
+    inside['file_path'] = 'train/../train/b'
+    with self.assertNoLogs(level='WARNING'):
+      blender.load_blender(self._simple([inside]))
+
   def test_factor_averages_premultiplied(self):
     rgba = np.array([[[255, 0, 0, 255], [0, 0, 255, 0]],
                      [[0, 255, 0, 255], [0, 0, 0, 255]]], np.uint8)

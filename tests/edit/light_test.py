@@ -90,6 +90,15 @@ class LightEditTest(absltest.TestCase):
       operations.parse_light(_edit_config(light_direction='0,0,0'))
     with self.assertRaisesRegex(scribbles.EditError, 'changes nothing'):
       operations.parse_light(_edit_config())
+    for key in ('light_rotate', 'light_intensity', 'light_ambient'):
+      with self.assertRaisesRegex(scribbles.EditError,
+                                  f'edit.{key}=nan is not finite'):
+        operations.parse_light(_edit_config(**{key: float('nan')}))
+    light = np.zeros((9, 3))
+    light[0, 0] = np.inf
+    with self.assertRaisesRegex(ValueError, 'light code is not finite: 1 of '
+                                'its 27'):
+      lighting.check_light(light)
     with self.assertRaisesRegex(scribbles.EditError,
                                 r"light_from=7 is not a frame of the 'test'.*"
                                 r'0\.\.1'):

@@ -105,6 +105,10 @@ class ParseTest(absltest.TestCase):
     for text, message in (('red', 'is not "entry=color"'),
                           ('x=#ffffff', 'is not "entry=color"'),
                           ('1=bluish', 'Cannot parse color'),
+                          ('1=nan,0,0', "Color 'nan,0,0' is not finite"),
+                          ('1=0.1,inf,0', 'is not finite'),
+                          ('2=#ff0000;0=#00ff00;2=#0000ff',
+                           'gives entry 2 twice'),
                           ('', 'edit.palette is empty')):
       with self.assertRaisesRegex(scribbles.EditError, message):
         operations.parse_palette(text)

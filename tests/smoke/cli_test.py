@@ -99,6 +99,40 @@ class CliTest(absltest.TestCase):
     assert_one_line_error(self, proc.stderr, 'Palette edits need a palette '
                           "head, and this run has model.head.kind='mlp'")
 
+  def test_an_evaluator_added_from_the_command_line(self):
+    # The README's way: --config.evals.NAME.type=... with its arguments.
+    workdir = os.path.join(self.tmp.name, 'evals')
+    run_main(*self.config, f'--workdir={workdir}',
+             '--config.evals.val_metrics.type=image_metrics',
+             '--config.evals.val_metrics.split=val',
+             '--config.evals.val_metrics.max_images=1',
+             '--config.evals.val_metrics.save_images=false',
+             '--config.evals.eval.max_images=1')
+    with open(os.path.join(workdir, 'val_metrics', 'metrics.json')) as f:
+      self.assertEqual(json.load(f)['split'], 'val')
+    with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+      self.assertEqual(json.load(f)['num_images'], 1)
+    self.assertEqual(os.listdir(os.path.join(workdir, 'val_metrics')),
+                     ['metrics.json', 'per_image.csv'])
+    # An eval of another split replaces the folder: no test images stay.
+    run_main(*self.config, f'--workdir={workdir}', '--mode=eval',
+             '--config.eval.names=eval', '--config.eval.split=val')
+    with open(os.path.join(workdir, 'eval', 'metrics.json')) as f:
+      self.assertEqual(json.load(f)['split'], 'val')
+    self.assertNotIn('rgb_001.png', os.listdir(os.path.join(workdir,
+                                                             'eval')))
+    for args, message in (
+        (['--config.evals.x.type=imagemetrics'],
+         "evals.x: unknown evaluator type 'imagemetrics'"),
+        (['--config.evals.x.type=image_metrics', '--config.evals.x.spilt=val'],
+         'image_metrics takes no argument spilt'),
+        (['--config.evals.eval.max_images=many'], 'max_images')):
+      with self.subTest(args=args):
+        proc = run_main(*self.config, f'--workdir={workdir}', '--mode=eval',
+                        *args, expect_ok=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        assert_one_line_error(self, proc.stderr, message)
+
   def test_unknown_config_key_fails(self):
     proc = run_main(*self.config, '--workdir=/nonexistent/never',
                     '--config.model.no_such_key=3', expect_ok=False)

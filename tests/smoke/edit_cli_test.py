@@ -49,7 +49,7 @@ class EditCliTest(absltest.TestCase):
     cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=lit',
                       '--config.edit.operation=relight', '--config.edit.init_code=1',
                       '--config.edit.light_direction=1,0,1')
-    out = os.path.join(self.workdir, 'edit', 'lit')
+    out = os.path.join(self.workdir, 'edit', 'runs', 'lit')
     with open(os.path.join(out, 'report.json')) as f:
       report = json.load(f)
     self.assertEqual(np.shape(report['light']), (9, 3))
@@ -71,7 +71,7 @@ class EditCliTest(absltest.TestCase):
       self.assertEqual(proc.returncode, 2)
       cli_test.assert_one_line_error(self, proc.stderr, message)
     self.assertFalse(os.path.exists(os.path.join(self.workdir, 'edit',
-                                                 'bad')))
+                                                 'runs', 'bad')))
     # The camera stays, the light turns: every frame differs.
     cli_test.run_main(*self.config, '--mode=render',
                       '--config.render.light_turns=1',
@@ -95,7 +95,7 @@ class EditCliTest(absltest.TestCase):
     cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=blue',
                       f'--config.edit.mask={mask_path}',
                       '--config.edit.color=#2f5cff')
-    out = os.path.join(self.workdir, 'edit', 'blue')
+    out = os.path.join(self.workdir, 'edit', 'runs', 'blue')
     with open(os.path.join(out, 'report.json')) as f:
       report = json.load(f)
     self.assertEqual(report['num_pixels'], 9)
@@ -108,12 +108,12 @@ class EditCliTest(absltest.TestCase):
     cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=sw',
                       '--config.edit.operation=swap',
                       '--config.edit.bank_code=blue')
-    self.assertTrue(os.path.exists(os.path.join(self.workdir, 'edit', 'sw',
-                                                'swap_000.png')))
+    self.assertTrue(os.path.exists(os.path.join(
+        self.workdir, 'edit', 'runs', 'sw', 'swap_000.png')))
     # Every table row and bank code on every view, batched.
     cli_test.run_main(*self.config, '--mode=edit', '--config.edit.name=all',
                       '--config.edit.operation=codes')
-    out = os.path.join(self.workdir, 'edit', 'all')
+    out = os.path.join(self.workdir, 'edit', 'runs', 'all')
     with open(os.path.join(out, 'report.json')) as f:
       self.assertEqual(json.load(f)['codes'], ['row_0', 'row_1', 'blue'])
     for name in ('grid.png', 'blue_view001.png', 'row_1_view000.png'):
@@ -150,7 +150,7 @@ class EditCliTest(absltest.TestCase):
                       f'{args}: {proc.stderr[-2000:]}')
       cli_test.assert_one_line_error(self, proc.stderr, '')
       self.assertFalse(os.path.exists(os.path.join(self.workdir, 'edit',
-                                                   'bad')), args)
+                                                   'runs', 'bad')), args)
 
   def test_palette_edits_through_the_cli(self):
     run = os.path.join(self.tmp.name, 'palette', 'run')
@@ -160,7 +160,7 @@ class EditCliTest(absltest.TestCase):
                       '--config.edit.method=palette',
                       '--config.edit.pixels=6,6;7,7;8,8',
                       '--config.edit.init_code=1')
-    out = os.path.join(run, 'edit', 'pal')
+    out = os.path.join(run, 'edit', 'runs', 'pal')
     with open(os.path.join(out, 'report.json')) as f:
       report = json.load(f)
     self.assertEqual((report['method'], report['steps']), ('palette', 0))
@@ -204,12 +204,41 @@ class EditCliTest(absltest.TestCase):
                                        f'edit.name={name!r} is not a plain '
                                        'name')
         self.assertEqual(_files(os.path.dirname(run)), before)
+    # Names of files the run owns: the bank, the benchmark report, a mask.
+    images.save_png(os.path.join(run, 'edit', 'scribble_mask.png'),
+                    np.ones((16, 16), np.float32))
+    workdir_report = os.path.join(run, 'edit', 'report.json')
+    with open(workdir_report, 'w') as f:
+      f.write('{}')
+    before = _files(os.path.dirname(run))
+    for name in ('codes.npz', 'report.json', 'scribble_mask.png', 'runs'):
+      with self.subTest(name=name):
+        proc = cli_test.run_main(*config, '--mode=edit',
+                                 f'--config.edit.name={name}',
+                                 '--config.edit.method=palette',
+                                 '--config.edit.pixels=6,6', expect_ok=False)
+        self.assertEqual(proc.returncode, 2)
+        cli_test.assert_one_line_error(self, proc.stderr,
+                                       f'edit.name={name!r} is the name of')
+        self.assertEqual(_files(os.path.dirname(run)), before)
+    proc = cli_test.run_main(*config, '--mode=edit',
+                             f'--config.edit.name={"n" * 300}',
+                             '--config.edit.pixels=6,6', expect_ok=False)
+    cli_test.assert_one_line_error(self, proc.stderr,
+                                   'edit.name is 300 bytes long')
+    self.assertEqual(_files(os.path.dirname(run)), before)
+    # A later edit that saves a code still finds the bank intact.
+    cli_test.run_main(*config, '--mode=edit', '--config.edit.name=after',
+                      '--config.edit.method=palette',
+                      '--config.edit.pixels=6,6;7,7')
+    self.assertContainsSubset(['after', 'keep'], codes.load_bank(
+        os.path.join(run, 'edit', 'codes.npz')))
 
   def test_benchmark_report_has_every_method(self):
     cli_test.run_main(*self.config, '--mode=edit',
                       '--config.edit.operation=benchmark',
                       '--config.edit.name=bench')
-    with open(os.path.join(self.workdir, 'edit', 'bench',
+    with open(os.path.join(self.workdir, 'edit', 'runs', 'bench',
                            'report.json')) as f:
       report = json.load(f)
     # Image-space variants have ground truth for in-distribution looks only;

@@ -57,7 +57,8 @@ class WalkthroughTest(absltest.TestCase):
       with np.load(os.path.join(runs, 'capture', 'edit', 'codes.npz')) as bank:
         self.assertTrue(any('new_test_0' in key for key in bank.files),
                         bank.files)
-      swapped = os.listdir(os.path.join(runs, 'capture', 'edit', 'new_look'))
+      swapped = os.listdir(os.path.join(runs, 'capture', 'edit', 'runs',
+                                        'new_look'))
       self.assertIn('swap_000.png', swapped)
 
 

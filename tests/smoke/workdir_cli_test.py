@@ -15,7 +15,9 @@ import time
 from absl.testing import absltest
 
 from condnerf import checkpointing
-from condnerf import workdir as workdir_lib
+from condnerf import config_record
+from condnerf import train_clock
+from condnerf import train_lock
 from tests.smoke import cli_test
 from tests.smoke import launch
 
@@ -44,6 +46,17 @@ def _steps(workdir):
   if not os.path.isdir(folder):
     return []
   return sorted(int(n) for n in os.listdir(folder) if n.isdigit())
+
+
+def _clock_steps(workdir):
+  """Steps the clock record names (either of its formats), or []."""
+  try:
+    with open(os.path.join(workdir, train_clock.CLOCK_FILE)) as f:
+      record = json.load(f)
+  except (OSError, ValueError):
+    return []
+  return ([int(k) for k in record['steps']] if 'steps' in record
+          else [record['step']])
 
 
 class WorkdirCliTest(absltest.TestCase):
@@ -76,7 +89,7 @@ class WorkdirCliTest(absltest.TestCase):
                         '--config.train.keep_checkpoints=2')
     try:
       _wait_for(lambda: _steps(workdir), 180, 'a first checkpoint', train)
-      self.assertEqual(workdir_lib.read_lock(workdir)['pid'], train.pid)
+      self.assertEqual(train_lock.read_lock(workdir)['pid'], train.pid)
       second = cli_test.run_main(*self.config, f'--workdir={workdir}',
                                  expect_ok=False)
       self.assertEqual(second.returncode, 2)
@@ -87,7 +100,7 @@ class WorkdirCliTest(absltest.TestCase):
                         '--mode=edit', '--config.edit.operation=swap',
                         '--config.edit.name=during')
       # Every reader ran while the training held its folder.
-      self.assertIsNotNone(workdir_lib.read_lock(workdir),
+      self.assertIsNotNone(train_lock.read_lock(workdir),
                            'the training ended before the readers did')
       saved = _steps(workdir)[-1]
       _, err = train.communicate(timeout=600)
@@ -96,9 +109,9 @@ class WorkdirCliTest(absltest.TestCase):
     self.assertEqual(train.returncode, 0, err[-3000:])
     self.assertGreater(_steps(workdir)[-1], saved)  # it kept saving.
     self.assertNotIn('interrupted', err)
-    self.assertIsNone(workdir_lib.read_lock(workdir))
+    self.assertIsNone(train_lock.read_lock(workdir))
     self.assertFalse(os.path.exists(os.path.join(workdir,
-                                                 workdir_lib.LOCK_FILE)))
+                                                 train_lock.LOCK_FILE)))
 
   def test_ctrl_c_saves_the_current_step_and_resume_continues(self):
     workdir = os.path.join(self.tmp.name, 'interrupted')
@@ -135,11 +148,72 @@ class WorkdirCliTest(absltest.TestCase):
     self.assertIn(f'Resumed from step {step} of {step + 2}', proc.stderr)
     self.assertEqual(_steps(workdir)[-1], step + 2)
     self.assertEqual(
-        [h['step'] for h in workdir_lib.config_history(workdir)], [step])
+        [h['step'] for h in config_record.config_history(workdir)], [step])
     with open(os.path.join(workdir, 'metrics.jsonl')) as f:
       rows = [json.loads(line) for line in f]
     keys = [(r['step'], r['split']) for r in rows]
     self.assertLen(set(keys), len(keys))
+
+  def _kill_during_a_save(self, workdir):
+    """Starts a time-budgeted training, kills it (-9) while a checkpoint is
+    being written; returns (committed step, in-flight step) or None when
+    the kill landed after the save was committed."""
+    train = self._start(workdir, '--config.train.steps=1000000',
+                        '--config.train.minutes=30',
+                        '--config.train.checkpoint_every=3',
+                        '--config.train.keep_checkpoints=3')
+    folder = os.path.join(workdir, 'checkpoints')
+    try:
+      _wait_for(lambda: _steps(workdir), 180, 'a first checkpoint', train)
+      deadline = time.monotonic() + 120
+      while time.monotonic() < deadline:
+        pending = [int(n.split('.')[0]) for n in os.listdir(folder)
+                   if 'orbax-checkpoint-tmp' in n and
+                   n.split('.')[0].isdigit()]
+        # The moment that lost the time: the clock already names the step
+        # whose save is still being written.
+        if pending and pending[0] in _clock_steps(workdir):
+          train.kill()
+          break
+        time.sleep(0.001)
+      else:
+        raise AssertionError('no save seen in flight')
+    finally:
+      _stop(train)
+    in_flight = pending[0]
+    committed = _steps(workdir)[-1]
+    return None if committed >= in_flight else (committed, in_flight)
+
+  def test_a_crash_mid_save_keeps_the_committed_steps_training_time(self):
+    for attempt in range(5):
+      workdir = os.path.join(self.tmp.name, f'crash{attempt}')
+      steps = self._kill_during_a_save(workdir)
+      if steps:
+        break
+    else:
+      self.fail('every kill landed after its save was committed')
+    committed, in_flight = steps
+    # Before records per step, the time of `committed` was lost here.
+    self.assertGreater(train_clock.read_clock(workdir, committed), 0.0)
+    with open(os.path.join(workdir, train_clock.CLOCK_FILE)) as f:
+      recorded = {int(k): v for k, v in json.load(f)['steps'].items()}
+    self.assertIn(in_flight, recorded)  # recorded when its save started.
+    self.assertIn(committed, recorded)
+    self.assertGreater(recorded[committed], 0.0)
+    self.assertEqual(train_clock.read_clock(workdir, committed),
+                     recorded[committed])
+    # The resumed run restores the committed step and continues its time.
+    proc = cli_test.run_main(*self.config, f'--workdir={workdir}',
+                             '--config.train.minutes=30',
+                             f'--config.train.steps={committed + 3}',
+                             '--config.train.checkpoint_every=3',
+                             '--config.train.keep_checkpoints=3',
+                             '--allow_config_change')
+    self.assertIn(f'Resumed from step {committed} of {committed + 3}',
+                  proc.stderr)
+    self.assertNotIn('restarts from 0', proc.stderr)
+    self.assertGreater(train_clock.read_clock(workdir, committed + 3),
+                       recorded[committed])
 
 
 if __name__ == '__main__':

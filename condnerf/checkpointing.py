@@ -29,7 +29,6 @@ Guarantees:
 """
 
 from collections.abc import Mapping
-import contextlib
 import os
 import time
 from typing import Any
@@ -38,10 +37,12 @@ from absl import logging
 import orbax.checkpoint as ocp
 
 from condnerf import checkpoint_match
+from condnerf import checkpoint_noise
 from condnerf import errors
 
 _ITEM = 'state'
 _READER_RETRIES = 5
+_SUMMARY_CHARS = 240  # of each unreadable step's error, in messages.
 
 
 # Raised by `restore` when a checkpoint is of another model (kept here too,
@@ -51,6 +52,10 @@ CheckpointMismatchError = checkpoint_match.CheckpointMismatchError
 
 class CheckpointCorruptError(errors.UserError, RuntimeError):
   """No requested checkpoint step could be read."""
+
+
+class CheckpointWriteError(errors.UserError, RuntimeError):
+  """A save failed for want of space (the step is dropped, older kept)."""
 
 
 class Checkpointer:
@@ -89,6 +94,7 @@ class Checkpointer:
                                _unfinalized_steps(self._directory))
     # Steps found unreadable by `restore`; `save` replaces them.
     self._bad_steps = set()
+    self._saving = None  # the step of the save in flight.
     if read_only:
       if not os.path.isdir(self._directory):
         raise FileNotFoundError(f'No checkpoint folder {self._directory}.')
@@ -98,6 +104,7 @@ class Checkpointer:
           read_only=True, max_to_keep=None, save_interval_steps=0,
           create=False, cleanup_tmp_directories=False)
     else:
+      checkpoint_noise.drop_disk_full_reports()
       options = ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep,
           save_interval_steps=save_interval_steps,
@@ -105,7 +112,7 @@ class Checkpointer:
           cleanup_tmp_directories=True,
       )
     def open_manager():
-      with _quiet_orbax(read_only):
+      with checkpoint_noise.quiet_orbax(read_only):
         return ocp.CheckpointManager(
             self._directory,
             options=options,
@@ -165,10 +172,13 @@ class Checkpointer:
                       step, self._directory)
       self._manager.delete(step)
       self._bad_steps.discard(step)
-    return self._manager.save(
+    started = self._manager.save(
         step,
         args=ocp.args.Composite(**{_ITEM: ocp.args.StandardSave(state)}),
         force=force)
+    if started:
+      self._saving = step
+    return started
 
   def delete(self, step):
     """Deletes checkpoint `step` (a training discarding a suspect save)."""
@@ -267,7 +277,8 @@ class Checkpointer:
     failures = []
     for candidate in candidates:
       try:
-        metadata = self._read_metadata(candidate)
+        with checkpoint_noise.quiet_async_leftovers():
+          metadata = self._read_metadata(candidate)
       except Exception as e:  # pylint: disable=broad-exception-caught
         # Orbax and tensorstore raise OSError, ValueError or KeyError,
         # depending on which file is damaged.
@@ -275,26 +286,29 @@ class Checkpointer:
         continue
       abstract = template(metadata, candidate)
       try:
-        restored = self._manager.restore(
-            candidate,
-            args=ocp.args.Composite(
-                **{_ITEM: ocp.args.StandardRestore(abstract)}))
+        with checkpoint_noise.quiet_async_leftovers():
+          restored = self._manager.restore(
+              candidate,
+              args=ocp.args.Composite(
+                  **{_ITEM: ocp.args.StandardRestore(abstract)}))
       except Exception as e:  # pylint: disable=broad-exception-caught
         failures.append(self._report_bad(candidate, e))
         continue
       return restored[_ITEM], candidate
     if self._read_only and attempt < _READER_RETRIES:
       # A running training may have finished one step and retired the
-      # others while we read; look again.
+      # others while we read; look again, unless nothing changed (the
+      # steps are damaged, not gone).
       time.sleep(0.2 * (attempt + 1))
       self._as_reader(self._manager.reload)
       newer = self.all_steps()[::-1] if latest else list(candidates)
-      if newer:
+      if newer and newer != list(candidates):
         return self._restore_first_readable(newer, template, latest,
                                             attempt + 1)
     raise CheckpointCorruptError(
         f'No readable checkpoint among steps {candidates} in '
-        f'{self._directory}:\n' + '\n'.join(failures))
+        f'{self._directory} (restore them from a copy, or move the folder '
+        'aside to train afresh):\n' + '\n'.join(failures))
 
   def restore_entry(self, name, abstract_entry):
     """Restores one top-level entry of the newest readable checkpoint.
@@ -337,16 +351,29 @@ class Checkpointer:
     """Blocks until the save in flight (if any) is written and finalised.
 
     Raises:
-      Exception: whatever error made the background save fail. The failed
+      CheckpointWriteError: the disk or quota filled up during the save.
+      Exception: whatever else made the background save fail. The failed
         step is then absent from `all_steps`, and no older step was deleted.
     """
+    step, self._saving = self._saving, None
     try:
       self._manager.wait_until_finished()
-    except Exception:
+    except Exception as e:
       # Orbax updates its in-memory step list when a save starts; re-read the
       # directory so the failed step is not listed and retired steps
       # (still on disk) are.
       self._manager.reload()
+      text = str(e)
+      if checkpoint_noise.is_disk_full(e):
+        kept = self._manager.latest_step()
+        raise CheckpointWriteError(
+            f'Saving checkpoint step {step} in {self._directory} failed: the '
+            'disk is full ('
+            + text.splitlines()[0][:_SUMMARY_CHARS] + '). Free some space '
+            'and resume: ' + (f'step {kept}, the latest complete checkpoint,'
+                              ' is intact.' if kept is not None else
+                              'no complete checkpoint was written yet.')
+        ) from e
       raise
 
   def close(self):
@@ -371,27 +398,18 @@ class Checkpointer:
     return metadata
 
   def _report_bad(self, step, error):
-    """Logs an unreadable step, remembers it, and returns a summary line."""
+    """Logs an unreadable step, remembers it, and returns a summary line
+    (one line, its first `_SUMMARY_CHARS` characters: tensorstore's errors
+    carry a page of spec)."""
     self._bad_steps.add(step)
-    summary = f'step {step}: {type(error).__name__}: {error}'
+    text = errors.one_line(error)
+    if len(text) > _SUMMARY_CHARS:
+      text = text[:_SUMMARY_CHARS] + '...'
+    summary = f'step {step}: {type(error).__name__}: {text}'
     logging.warning(
         'Checkpoint for step %d in %s is corrupt or incomplete and is '
         'skipped: %s', step, self._directory, summary)
     return summary
-
-
-@contextlib.contextmanager
-def _quiet_orbax(quiet):
-  """Silences Orbax's warning that a manager is read-only (it is intended)."""
-  if not quiet:
-    yield
-    return
-  level = logging.get_verbosity()
-  logging.set_verbosity(logging.ERROR)
-  try:
-    yield
-  finally:
-    logging.set_verbosity(level)
 
 
 def _unfinalized_steps(directory):

@@ -3,10 +3,11 @@
 Owns writing the resolved config of a run (`record_config`), reading it back
 (`load_config_json`, `config_history`), and the rule that a resumed training
 whose config differs from the recorded one is refused unless the change is
-announced (`--allow_config_change`). A record that does not parse, is not a
-JSON object, or lacks the sections a run must have is never taken as "no
-changes": resume is refused naming the file, and an announced change keeps
-the damaged file as `config.json.damaged` before recording afresh.
+announced (`--allow_config_change`). A record that is missing, does not
+parse, is not a JSON object, or lacks the sections a run must have is never
+taken as "no changes": resume is refused naming the file, and an announced
+change keeps a damaged file as `config.json.damaged` before recording
+afresh.
 """
 
 import json
@@ -189,8 +190,13 @@ def record_config(workdir, config_dict, resumed_step=None,
   if resumed_step is not None:
     try:
       recorded, history = load_config_json(workdir), config_history(workdir)
-      if recorded is not None:
-        _check_complete(workdir, recorded, config_dict)
+      if recorded is None:
+        raise ConfigRecordError(
+            f'{workdir} has checkpoints but no {CONFIG_FILE}, so it cannot '
+            'tell whether the config changed; restore the file from a copy, '
+            'or resume with --allow_config_change to record the current '
+            'config afresh.')
+      _check_complete(workdir, recorded, config_dict)
     except ConfigRecordError as e:
       if not allow_change:
         raise
@@ -204,8 +210,9 @@ def record_config(workdir, config_dict, resumed_step=None,
                         'changes': {k: list(v) for k, v in changes.items()},
                         'config': recorded})
   if write:
-    if damaged is not None:
+    if damaged is not None and os.path.lexists(path):
       os.replace(path, path + DAMAGED_SUFFIX)
+    if damaged is not None:
       history = [{'step': int(resumed_step), 'changes': {}, 'config': None,
                   'note': f'recorded afresh: {damaged}'}]
     save_config_json(workdir, config_dict, history)

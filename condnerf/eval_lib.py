@@ -18,12 +18,13 @@ from condnerf import evaluators
 from condnerf import experiment as experiment_lib
 from condnerf import images
 from condnerf import inference
+from condnerf import workdir as workdir_lib
 from condnerf.data import base
 from condnerf.data import sampler as sampler_lib
 from condnerf.edit import methods
 
 
-def evaluate(config, workdir):
+def evaluate(config, workdir, experiment=None):
   """`--mode=eval`: the evaluators of `config.evals` on the latest checkpoint.
 
   `eval.names` ('a,b') runs only those. Each writes to `<workdir>/<name>/`
@@ -32,10 +33,19 @@ def evaluate(config, workdir):
   `max_images`; on many processes frames p, p + P, ...: see
   `evaluators.image_metrics`); process 0 writes the results.
 
+  Args:
+    config: the run's ConfigDict.
+    workdir: the run folder.
+    experiment: a prebuilt `Experiment` of `config` (its compiled steps
+      are reused), else one is built on the share of the data it needs.
   Returns:
     dict evaluator name -> its results.
   """
   experiment_lib.check_config(config)
+  if experiment is not None:
+    exp, state = experiment_lib.load_trained(config, workdir, experiment)
+    return evaluators.run(evaluators.build(config, exp, config.eval.names),
+                          state, workdir)
   share = None
   specs = evaluators.specs(config, config.eval.names)
   if (all(kind == 'image_metrics' for _, kind, _ in specs) and
@@ -87,7 +97,7 @@ def orbit_rays(scene, num_frames, radius, elevation, code_id=-1,
           for pose in path_poses(scene, num_frames, radius, elevation)]
 
 
-def render_path(config, workdir):
+def render_path(config, workdir, experiment=None):
   """`--mode=render`: an orbit with one code, as PNG frames and a GIF.
 
   With `render.light_turns` (a shaded head) the code's light also turns
@@ -96,7 +106,7 @@ def render_path(config, workdir):
   Returns:
     The path of the GIF.
   """
-  exp, state = experiment_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir, experiment)
   rc = config.render
   if rc.code >= exp.scene.num_codes or rc.code < -1:
     raise errors.ConfigError(
@@ -104,9 +114,6 @@ def render_path(config, workdir):
         f'[0, {exp.scene.num_codes}) (or -1 for the mean code).')
   out_dir = os.path.join(workdir, 'render')
   is_main = jax.process_index() == 0
-  if is_main:
-    os.makedirs(out_dir, exist_ok=True)
-  rendered = []
   paths = orbit_rays(exp.scene, rc.num_frames, rc.radius, rc.elevation,
                      rc.code)
   if rc.fixed_camera:
@@ -114,6 +121,7 @@ def render_path(config, workdir):
   table = jax.device_get(state.codes)
   code = (codes_lib.mean_code(table) if rc.code == -1 else
           codes_lib.row(table, rc.code))
+  rendered = []
   for i, rays in enumerate(tqdm.tqdm(paths, desc='render',
                                      disable=not is_main)):
     if rc.light_turns:
@@ -126,11 +134,10 @@ def render_path(config, workdir):
                                        turned.code)['rgb']
     else:
       rgb = exp.render(state, rays)['rgb']
-    rgb = np.clip(rgb, 0.0, 1.0)
-    rendered.append(rgb)
-    if is_main:
-      images.save_png(os.path.join(out_dir, f'frame_{i:03d}.png'), rgb)
-  gif = os.path.join(out_dir, 'path.gif')
-  if is_main:
-    images.save_gif(gif, rendered, fps=rc.fps)
-  return gif
+    rendered.append(np.clip(rgb, 0.0, 1.0))
+  if is_main:  # a new render/ replaces the old one once it is complete.
+    with workdir_lib.staged_dir(out_dir) as tmp:
+      for i, rgb in enumerate(rendered):
+        images.save_png(os.path.join(tmp, f'frame_{i:03d}.png'), rgb)
+      images.save_gif(os.path.join(tmp, 'path.gif'), rendered, fps=rc.fps)
+  return os.path.join(out_dir, 'path.gif')

@@ -32,6 +32,7 @@ from condnerf import parallel
 from condnerf import train_step as train_step_lib
 from condnerf import workdir as workdir_lib
 from condnerf.data import base
+from condnerf.data import sampler as sampler_lib
 from condnerf.data import scenes
 
 
@@ -130,6 +131,7 @@ def build_experiment(config, scene=None, mesh=None):
     scene = load_scene(config.data, share=training_share(config))
   mesh = parallel.create_mesh() if mesh is None else mesh
   parallel.check_divisible(config.train.batch_size, mesh, 'train.batch_size')
+  sampler_lib.check_frame_shards(scene.train, config.train.frame_shards)
   if config.train.random_background and scene.train.alphas is None:
     raise errors.ConfigError(
         'train.random_background needs training images with an alpha '
@@ -231,6 +233,21 @@ def check_config(config):
     raise errors.ConfigError(
         f'train.frame_shards={shards} must be >= 1 and divide '
         f'train.batch_size={config.train.batch_size}.')
+  for key in ('log_every', 'checkpoint_every', 'val_every'):
+    minimum = 1 if key == 'log_every' else 0
+    if config.train[key] < minimum:
+      raise errors.ConfigError(
+          f'train.{key}={config.train[key]} must be >= {minimum}'
+          + ('.' if minimum else ' (0 = never).'))
+  if config.data.get('holdout', 1) < 1:
+    raise errors.ConfigError(
+        f'data.holdout={config.data.holdout} must be >= 1 (every holdout-th '
+        'image is a test view).')
+  for name, args in config.evals.to_dict().items():
+    if args.get('max_images', 0) < 0:
+      raise errors.ConfigError(
+          f"evals.{name}.max_images={args['max_images']} must be >= 0 (0 = "
+          'every image of the split).')
   if config.train.minutes < 0:
     raise errors.ConfigError(f'train.minutes={config.train.minutes} must be '
                              '>= 0 (0 = no time budget).')

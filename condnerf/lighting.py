@@ -293,6 +293,43 @@ def fit_directional(design, offset, target, weight, num_directions=2048,
                 'error': error / total / 3.0}
 
 
+def fit_direction(design, offset, target, weight, intensity, ambient,
+                  num_directions=2048):
+  """The light direction that best fits pixels, the light's strength kept.
+
+  A directional light of the given intensity and ambient (those of the code
+  being edited, `estimate`); only its direction is searched, on
+  `num_directions` directions over the sphere and then on as many within 5
+  degrees of the best. With the strength fixed, a fit of a look's light
+  cannot trade brightness with the albedo (the palette), which a fit of
+  both from a few pixels otherwise does.
+
+  Args:
+    design, offset, target, weight: as for `fit_linear`.
+    intensity, ambient: 3 floats each (`estimate`'s).
+  Returns:
+    (f32[9, 3] code, f64[3] direction).
+  """
+  intensity = np.asarray(intensity, np.float64)
+  ambient = np.asarray(ambient, np.float64) / _Y00
+  weight = np.asarray(weight, np.float64)
+  # Colors without the directional part: the offset plus the ambient term.
+  base = offset + design[:, 0, :] * ambient[None]
+  per_band = np.asarray([BAND_FACTORS[b] for b in _BAND_OF])
+
+  def best(candidates):
+    lobes = per_band * sh_basis(candidates, np)  # [M, 9]
+    shaded = np.einsum('ric,mi->mrc', design, lobes) * intensity
+    error = np.einsum('r,mrc->m', weight,
+                      (base[None] + shaded - np.asarray(target))**2)
+    return candidates[int(np.argmin(error))]
+
+  direction = best(_sphere_points(num_directions))
+  direction = best(np.concatenate([direction[None], _cap_points(
+      direction, 5.0, num_directions)]))
+  return directional(direction, intensity, ambient * _Y00), direction
+
+
 def _best_direction(candidates, design, root, ambient_col, residual,
                     white=False):
   """(direction, intensity f64[3], (0,0) coefficient f64[3], error)."""

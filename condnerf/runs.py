@@ -170,11 +170,12 @@ def load_config(workdir):
   to the base config after the run keep their defaults.
 
   Raises:
-    FileNotFoundError: the run has no config.json.
+    config_record.ConfigRecordError: the run has no config.json, or it is
+      damaged.
   """
   recorded = config_record.load_config_json(workdir)
   if recorded is None:
-    raise FileNotFoundError(
+    raise config_record.ConfigRecordError(
         f'No {workdir_lib.CONFIG_FILE} in {workdir}; is it a run '
         'folder (made by train_and_evaluate / experiments.main)?')
   config = base.get_config()
@@ -214,13 +215,15 @@ def resolve_data_path(path, workdir):
                           f'any of {tried}; set config.data.path.')
 
 
-def load_run(workdir, config=None):
+def load_run(workdir, config=None, experiment=None):
   """Loads a trained run: its config, dataset and latest good checkpoint.
 
   Args:
     workdir: the run's folder.
     config: the config to use instead of the recorded one (its data.path is
       used as given).
+    experiment: a prebuilt `Experiment` of that config (its compiled steps
+      are reused), else one is built.
   Returns:
     `Run`.
   Raises:
@@ -229,7 +232,7 @@ def load_run(workdir, config=None):
   if config is None:
     config = load_config(workdir)
     config.data.path = resolve_data_path(config.data.path, workdir)
-  exp, state = experiment_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir, experiment)
   run = Run(workdir, exp, state)
   run.note = f'Loaded {workdir} at step {run.step}.'
   return run

@@ -122,10 +122,17 @@ def read_clock(workdir, step):
   committed step a run resumes from still finds its own time. A missing or
   damaged record (or none for `step`) is rebuilt from metrics.jsonl, with a
   message; only when that fails too does the time restart from 0.
+
+  Raises:
+    workdir.WorkdirError: a folder stands where the record belongs.
   """
   if step == 0:
     return 0.0
   path = os.path.join(workdir, CLOCK_FILE)
+  if os.path.isdir(path):  # it would stop the first checkpoint's record.
+    raise workdir_lib.WorkdirError(
+        f'{path} is a folder, where the run records its training time; move '
+        'it aside and resume again.')
   why = None
   try:
     records = _read_records(path)

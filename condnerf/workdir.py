@@ -52,6 +52,25 @@ class WorkdirError(errors.UserError):
   """A name or path that would leave its folder, or a folder in use."""
 
 
+def check_workdir(workdir):
+  """Refuses a `--workdir` that cannot be a run folder, before anything is
+  read or written: a file, or a symlink to nothing.
+
+  Returns:
+    workdir.
+  Raises:
+    WorkdirError: naming what is there and the fix.
+  """
+  if os.path.islink(workdir) and not os.path.exists(workdir):
+    raise WorkdirError(
+        f'--workdir={workdir} is a symlink to {os.readlink(workdir)}, which '
+        'does not exist; create that folder or give another --workdir.')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f'--workdir={workdir} is a file, not a folder; give '
+                       'a folder (it is created if missing).')
+  return workdir
+
+
 def checkpoint_dir(workdir):
   return os.path.join(workdir, CHECKPOINTS)
 
@@ -106,6 +125,12 @@ def edit_output(workdir, name):
   """
   check_name(name, 'edit.name')
   edit = edit_dir(workdir)
+  for folder in (edit, os.path.join(edit, EDIT_RUNS)):
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+      raise WorkdirError(
+          f'{folder} is a file, but the run keeps its edits in a folder '
+          'there; move the file aside (e.g. to '
+          f'{os.path.basename(folder)}.file) and edit again.')
   owned = {BANK_FILE, BANK_LOCK, EDIT_RUNS, MANIFEST, 'report.json'}
   taken = os.path.join(edit, name)
   if name in owned or (os.path.lexists(taken) and not _is_edit_output(taken)):

@@ -64,7 +64,7 @@ def drop_rows_after(workdir, step):
   path = os.path.join(workdir, METRICS_FILENAME)
   if not os.path.exists(path):
     return 0
-  with open(path, encoding='utf-8') as f:
+  with open(path, 'rb') as f:  # bytes: a damaged line is kept as it is.
     lines = f.readlines()
   kept = []
   for line in lines:
@@ -75,9 +75,10 @@ def drop_rows_after(workdir, step):
     except (ValueError, KeyError, TypeError):
       repeated = False
     if not repeated:
-      kept.append(line if line.endswith('\n') else line + '\n')
+      kept.append(line if line.endswith(b'\n') else line + b'\n')
   if len(kept) != len(lines):
-    workdir_lib.write_text(path, ''.join(kept))
+    workdir_lib.write_atomic(path, lambda f: f.write(b''.join(kept)),
+                             binary=True)
   return len(lines) - len(kept)
 
 
@@ -115,7 +116,11 @@ class MetricWriter:
     os.makedirs(workdir, exist_ok=True)
     self.metrics_path = os.path.join(workdir, METRICS_FILENAME)
     self._jsonl = open(self.metrics_path, 'a')
-    self._tb = SummaryWriter(logdir=os.path.join(workdir, TB_DIRNAME))
+    try:
+      self._tb = SummaryWriter(logdir=os.path.join(workdir, TB_DIRNAME))
+    except BaseException:
+      self._jsonl.close()  # e.g. `tb` is a file: nothing left open.
+      raise
 
   @property
   def enabled(self) -> bool:

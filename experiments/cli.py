@@ -5,8 +5,10 @@ its first import): on a CPU host it exposes every core as a device, so the
 data-parallel steps use them all (no effect on GPU/TPU backends). Then
 `cli.run(main)` starts the absl app with:
   * one-line errors: a `condnerf.errors.UserError` (bad data, config, edit,
-    checkpoint, run folder, start-up) or a bad flag prints `error: ...` on
-    one line and exits with code 2; `--verbosity=1` shows the traceback;
+    checkpoint, run folder, start-up), a bad flag, or a file-system error
+    on a named path (a read-only run folder, a full disk, a file where a
+    folder belongs) prints `error: ...` on one line and exits with code 2;
+    `--verbosity=1` shows the traceback;
   * an interrupted training (Ctrl-C, SIGTERM) prints where it stopped and
     exits with 128 + the signal number;
   * logging at WARNING unless `--verbosity` is given (Orbax logs every save
@@ -20,6 +22,7 @@ os.environ.setdefault(
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import ast
+import errno
 import re
 import signal
 import sys
@@ -110,6 +113,31 @@ def parse_flags(argv):
     fail(_flag_message(e, argv) + ' (see --helpfull)')
 
 
+_OS_HINTS = {
+    errno.EROFS: 'the file system is read-only: copy the run elsewhere, or '
+                 'give --workdir a writable folder',
+    errno.EACCES: "check the folder's permissions, or give --workdir a "
+                  'folder you can write',
+    errno.EPERM: "check the folder's permissions",
+    errno.ENOSPC: 'the disk is full: free some space and run again (the '
+                  'latest complete checkpoint is kept)',
+    errno.EDQUOT: 'the disk quota is used up: free some space',
+    errno.EISDIR: 'a folder stands where a file belongs: move it aside',
+    errno.ENOTDIR: 'a file stands where a folder belongs: move it aside',
+    errno.EEXIST: 'a file stands where a folder belongs: move it aside',
+    errno.ENAMETOOLONG: 'the name is too long for the file system: use a '
+                        'shorter one',
+}
+
+
+def os_message(error):
+  """A file-system error (read-only run folder, full disk, a file where a
+  folder belongs) as one line: what failed on which path, and the fix."""
+  paths = ' -> '.join(str(p) for p in (error.filename, error.filename2) if p)
+  hint = _OS_HINTS.get(error.errno, 'check the path')
+  return f'{error.strerror or type(error).__name__}: {paths}; {hint}.'
+
+
 def _verbose():
   return flags.FLAGS['verbosity'].present and flags.FLAGS.verbosity >= 1
 
@@ -126,6 +154,10 @@ def run(main):
       if _verbose():
         raise
       fail(errors.one_line(e))
+    except OSError as e:
+      if _verbose() or not e.filename:
+        raise
+      fail(os_message(e))
     except KeyboardInterrupt as e:
       if _verbose():
         raise

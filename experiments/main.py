@@ -31,6 +31,7 @@ from ml_collections import config_flags
 from condnerf import eval_lib
 from condnerf import parallel
 from condnerf import train_lib
+from condnerf import workdir as workdir_lib
 from condnerf.edit import operations
 from condnerf.evaluators import image_metrics
 
@@ -77,6 +78,7 @@ def main(argv):
                jax.device_count(), jax.local_device_count(),
                jax.process_index(), jax.process_count())
   config, workdir = _CONFIG.value, _WORKDIR.value
+  workdir_lib.check_workdir(workdir)
   parallel.check_same_config({'config': json.loads(config.to_json()),
                               'mode': _MODE.value})
   if _MODE.value == 'train':

@@ -316,6 +316,54 @@ class CheckpointerTest(parameterized.TestCase):
     self.assertTrue(any('unfinalized checkpoint for step 2' in line
                         for line in logs.output), logs.output)
 
+  def test_disk_full_during_a_save_is_one_error(self):
+    ckpt = checkpointing.Checkpointer(self.ckpt_dir, max_to_keep=1)
+    self.addCleanup(ckpt.close)
+    ckpt.save(1, _make_state(seed=1))
+    ckpt.wait_until_finished()
+    temporary_path = ocp.path.atomicity.AtomicRenameTemporaryPath
+    original_finalize = temporary_path.finalize
+
+    async def full_finalize(self_, *args, **kwargs):
+      if os.path.basename(str(self_.get_final())) == '2':
+        # How tensorstore reports it (a ValueError).
+        raise ValueError('RESOURCE_EXHAUSTED: Failed writing: "x/d/ab": '
+                         "No space left on device [os_error_code='28']")
+      return await original_finalize(self_, *args, **kwargs)
+
+    with mock.patch.object(temporary_path, 'finalize', full_finalize):
+      ckpt.save(2, _make_state(seed=2))
+      with self.assertNoLogs('absl', level='ERROR'):
+        with self.assertRaises(checkpointing.CheckpointWriteError) as caught:
+          ckpt.wait_until_finished()
+    message = str(caught.exception)
+    self.assertIn('Saving checkpoint step 2', message)
+    self.assertIn('disk is full', message)
+    self.assertIn('step 1, the latest complete checkpoint, is intact', message)
+    self.assertNotIn('\n', message)
+    self.assertEqual(ckpt.all_steps(), [1])
+
+  def test_a_real_full_disk(self):
+    """On a 200 KiB tmpfs (where this process may mount one)."""
+    small = self.enter_context(tempfile.TemporaryDirectory())
+    if os.geteuid() != 0 or os.system(
+        f'mount -t tmpfs -o size=200k tmpfs {small} 2>/dev/null') != 0:
+      self.skipTest('cannot mount a small tmpfs here (needs root)')
+    self.addCleanup(os.system, f'umount {small}')
+    ckpt = checkpointing.Checkpointer(os.path.join(small, 'ckpt'))
+    ckpt.save(1, _make_state(width=8, seed=1))
+    ckpt.wait_until_finished()
+    with self.assertRaisesRegex(checkpointing.CheckpointWriteError,
+                                'disk is full.*step 1, the latest'):
+      ckpt.save(2, _make_state(width=40_000, seed=2))
+      ckpt.wait_until_finished()
+    self.assertEqual(ckpt.all_steps(), [1])
+    ckpt.close()
+    _, step = checkpointing.Checkpointer(
+        os.path.join(small, 'ckpt'), read_only=True).restore(
+            _abstract(_make_state(width=8)))
+    self.assertEqual(step, 1)
+
 
 if __name__ == '__main__':
   absltest.main()

@@ -68,6 +68,13 @@ class ConfigsTest(absltest.TestCase):
         ('train.frame_shards', 0, 'train.frame_shards=0 must be >= 1'),
         ('train.frame_shards', 3, 'train.frame_shards=3 must be >= 1 and '
          'divide train.batch_size=64'),
+        # A modulus and a share limit taken from config values (probe X6,
+        # X7): refused before they divide by zero or count backwards.
+        ('train.log_every', 0, 'train.log_every=0 must be >= 1.'),
+        ('train.checkpoint_every', -1, 'train.checkpoint_every=-1 must be '
+         '>= 0 (0 = never)'),
+        ('train.val_every', -2, 'train.val_every=-2 must be >= 0'),
+        ('evals.eval.max_images', -1, 'evals.eval.max_images=-1 must be'),
     ]
     scene = scenes.tiny_scene()
     for key, value, message in cases:

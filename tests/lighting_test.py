@@ -137,6 +137,24 @@ class FitTest(absltest.TestCase):
     np.testing.assert_allclose(got, light, atol=1e-2)
 
 
+  def test_direction_fit_finds_the_direction_at_the_given_strength(self):
+    light = lighting.directional((-0.5, 0.4, 0.6), 0.6, 0.3)
+    design, offset, target = self._problem(light, seed=4)
+    info = lighting.estimate(light)
+    got, direction = lighting.fit_direction(
+        design, offset, target, np.ones(len(target)), info['intensity'],
+        info['ambient'])
+    angle = np.degrees(np.arccos(np.clip(
+        np.dot(direction, _unit((-0.5, 0.4, 0.6))), -1, 1)))
+    self.assertLess(angle, 0.5)
+    np.testing.assert_allclose(got, light, atol=1e-2)
+    # Twice as bright pixels do not make the light brighter.
+    brighter, _ = lighting.fit_direction(
+        design, offset, 2 * target, np.ones(len(target)), info['intensity'],
+        info['ambient'])
+    np.testing.assert_allclose(lighting.estimate(brighter)['intensity'],
+                               info['intensity'], atol=1e-3)
+
   def test_white_fit_holds_where_a_channel_is_dark(self):
     # A red albedo: the blue channel sees (almost) nothing, so a
     # per-channel fit can give it any light; a white fit shares one.

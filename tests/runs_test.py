@@ -46,7 +46,8 @@ class ConfigAndPathsTest(absltest.TestCase):
     self.assertEqual(config.model.sampler, 'proposal')  # the recorded value.
 
   def test_load_config_without_record_explains(self):
-    with self.assertRaisesRegex(FileNotFoundError, 'config.json'):
+    with self.assertRaisesRegex(config_record.ConfigRecordError,
+                                'config.json'):
       runs.load_config(self.dir)
 
   def test_resolve_data_path_from_the_run_upwards(self):

@@ -13,6 +13,7 @@ Nothing here touches jax devices.
 import numpy as np
 
 from condnerf import cameras
+from condnerf import errors
 from condnerf import structs
 from condnerf.data import base
 
@@ -35,6 +36,18 @@ def _valid_positions(frames, mine, shard):
   # int32 halves the index of a large capture (every kept pixel of it).
   return np.flatnonzero(keep).astype(
       np.int32 if keep.size < 2**31 else np.int64)
+
+
+def check_frame_shards(frames, shards):
+  """Returns the split's size (every process's frames); refuses more frame
+  shards (`train.frame_shards`) than it has frames."""
+  split_size = (len(frames) if frames.global_indices is None else
+                frames.split_size)
+  if shards > split_size:
+    raise errors.ConfigError(
+        f'train.frame_shards={shards} is more than the {split_size} '
+        'training frames; use at most one shard per frame.')
+  return split_size
 
 
 class RaySampler:
@@ -65,12 +78,7 @@ class RaySampler:
     share = base.Share(process_index, process_count, train_shards=shards)
     positions = (np.arange(len(frames)) if frames.global_indices is None
                  else np.asarray(frames.global_indices))
-    split_size = (len(frames) if frames.global_indices is None else
-                  frames.split_size)
-    if shards > split_size:
-      raise ValueError(
-          f'train.frame_shards={shards} is more than the {split_size} '
-          'training frames; use at most one shard per frame.')
+    split_size = check_frame_shards(frames, shards)
     missing = np.setdiff1d(share.train_indices(split_size), positions)
     if missing.size:
       raise ValueError(

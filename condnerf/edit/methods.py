@@ -4,8 +4,10 @@ The third stage of `condnerf.edit`. Every method takes the same inputs (a
 trained state, an `EditBatch` of scribbles, optional keep pixels) and
 returns a result that renders like the original, so reports compare them on
 identical terms:
-  code          Adam on the whole code (latent and palette) with the field
-                frozen: the classic latent-code edit.
+  code          Adam on the code with the field frozen, the classic
+                latent-code edit; with a palette head it starts from the
+                palette and light direction of the pixels in closed form
+                (`linear.solve_look`), and Adam refines the latent vector.
   palette       closed form: the least-squares palette of every entry
                 (geometry, palette weights and latent code fixed); a global
                 recolor to any color. Palette head only.
@@ -184,9 +186,16 @@ def _check_disjoint(batch, keep):
 
 
 def _code(edit):
+  """The palette and light of the pixels in closed form
+  (`linear.solve_look`), then Adam on the latent vector."""
+  start = time.perf_counter()
+  init = linear.solve_look(edit.experiment, edit.state.params, edit.code,
+                           edit.batch)
+  solved = time.perf_counter() - start
   code, info = optimize.recolor(edit.experiment, edit.state, edit.batch,
-                                edit.code, edit.steps,
-                                edit.learning_rate or 0.1)
+                                init, edit.steps, edit.learning_rate or 0.1,
+                                entries=linear.gradient_entries(init))
+  info = dataclasses.replace(info, seconds=info.seconds + solved)
   return EditResult('code', code, edit.state.params, info=info)
 
 

@@ -45,6 +45,7 @@ from condnerf import images
 from condnerf import inference
 from condnerf import lighting
 from condnerf import workdir as workdir_lib
+from condnerf.edit import linear
 from condnerf.edit import methods
 from condnerf.edit import optimize
 from condnerf.edit import scribbles
@@ -54,13 +55,14 @@ OPERATIONS = ('recolor', 'palette', 'relight', 'benchmark', 'swap',
               'interpolate', 'fit', 'nerfw', 'codes')
 
 
-def run(config, workdir):
-  """Runs `config.edit.operation`; returns the path of its output folder."""
+def run(config, workdir, experiment=None):
+  """Runs `config.edit.operation` (on a prebuilt `experiment` of `config`
+  if given); returns the path of its output folder."""
   ec = config.edit
   out_dir = workdir_lib.edit_output(workdir, ec.name)
   _check(ec)
   bank = ec.bank or workdir_lib.bank_path(workdir)
-  exp, state = experiment_lib.load_trained(config, workdir)
+  exp, state = experiment_lib.load_trained(config, workdir, experiment)
   frames = getattr(exp.scene, ec.split)
   args = (exp, state, ec, frames, bank)
   if jax.process_index() != 0:  # only process 0 writes.
@@ -332,7 +334,9 @@ def _fit(exp, state, ec, frames, bank, out):
   for v in views:
     scribbles.view_rays(frames, v)
   fitted, info = optimize.fit(exp, state, frames, views, steps=ec.steps,
-                              learning_rate=ec.learning_rate or 5e-2)
+                              learning_rate=ec.learning_rate or 5e-2,
+                              init_fn=linear.look_init(exp, state.params),
+                              entries=linear.gradient_entries(state.codes))
   names = {f'{ec.name}_{ec.split}_{v}': codes_lib.row(fitted, i)
            for i, v in enumerate(views)}
   if out:

@@ -14,6 +14,7 @@ Symbols: `num_rays` edited rays, `num_codes` rows of the optimized table,
 """
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -44,8 +45,15 @@ def make_geometry_step(model, mesh):
       out_specs=P(parallel.AXIS)))
 
 
+# Edit batches are padded to a multiple of this many rows (weight 0), so
+# scribbles of different sizes (a family with keep pixels, one without)
+# share one compiled step instead of compiling one each.
+EDIT_ROWS = 128
+
+
 def cache_geometry(experiment, params, batch):
-  """Pads an edit batch to the mesh, places it and computes its geometry.
+  """Pads an edit batch to the mesh and to `EDIT_ROWS`, places it and
+  computes its geometry.
 
   Args:
     experiment: `experiment_lib.Experiment`.
@@ -55,7 +63,8 @@ def cache_geometry(experiment, params, batch):
     (placed `EditBatch`, cached final level dict), both sharded over 'data'.
   """
   mesh = experiment.mesh
-  padded, n = parallel.pad_to_multiple(batch, mesh.devices.size)
+  padded, n = parallel.pad_to_multiple(
+      batch, math.lcm(mesh.devices.size, EDIT_ROWS))
   weight = np.asarray(padded.weight).copy()
   weight[n:] = 0.0
   padded = padded.replace(weight=weight)
@@ -270,7 +279,8 @@ def _on_row(batch, code_id):
 
 
 def fit(experiment, state, frames, views, masks=None, images=None,
-        steps=300, learning_rate=5e-2, max_pixels=1024, seed=0):
+        steps=300, learning_rate=5e-2, max_pixels=1024, seed=0,
+        init_fn=None, entries=None):
   """Inverts images: one fresh code per view, all fitted in one computation.
 
   Args:
@@ -288,8 +298,13 @@ def fit(experiment, state, frames, views, masks=None, images=None,
       drawn once with `seed` (a code needs far fewer than an image's worth;
       0 = use them all).
     seed: seed of that draw.
+    init_fn: None (every code starts at the mean code), or
+      `init_fn(code, batch) -> code`, the start of one view's code from its
+      pixels (`linear.solve_look`: the light and palette in closed form).
+    entries: the code entries Adam moves (default: all).
   Returns:
-    (the table of fitted codes, one row per view, as numpy; `EditInfo`).
+    (the table of fitted codes, one row per view, as numpy; `EditInfo`,
+    whose seconds include the starts).
   """
   rng = np.random.default_rng(seed)
   batches = []
@@ -303,10 +318,14 @@ def fit(experiment, state, frames, views, masks=None, images=None,
         frames, [view], [chosen], [image[chosen[:, 0], chosen[:, 1]]],
         code_id=i))
   mean = codes_lib.mean_code(jax.device_get(state.codes))
-  return optimize_codes(experiment, state.params,
-                        scribbles.concat_batches(*batches),
-                        codes_lib.stack([mean] * len(views)), steps,
-                        learning_rate)
+  start = time.perf_counter()
+  inits = [mean if init_fn is None else init_fn(mean, b) for b in batches]
+  started = time.perf_counter() - start
+  table, info = optimize_codes(experiment, state.params,
+                               scribbles.concat_batches(*batches),
+                               codes_lib.stack(inits), steps, learning_rate,
+                               entries)
+  return table, dataclasses.replace(info, seconds=info.seconds + started)
 
 
 def to_host(tree):

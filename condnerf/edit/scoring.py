@@ -27,6 +27,7 @@ import numpy as np
 from condnerf import codes as codes_lib
 from condnerf import metrics as metrics_lib
 from condnerf import parallel
+from condnerf.edit import linear
 from condnerf.edit import methods
 from condnerf.edit import optimize
 from condnerf.edit import scribbles
@@ -292,7 +293,8 @@ def scribble_score(experiment, original, result, batch, frames, views,
 
 
 def nerfw(experiment, state, frames, views=None, images=None, steps=300,
-          learning_rate=5e-2, max_pixels=1024):
+          learning_rate=5e-2, max_pixels=1024, closed_form=True,
+          cache=None):
   """The NeRF-W protocol: fit a code on each view's left half, score the right.
 
   Args:
@@ -303,6 +305,11 @@ def nerfw(experiment, state, frames, views=None, images=None, steps=300,
     images: None (the frames' images) or f32[H, W, 3] per view: photos of
       an appearance to invert (ground truth of a held-out look).
     steps, learning_rate, max_pixels: of `optimize.fit`.
+    closed_form: each code starts at the palette and light of its view's
+      left half in closed form (`linear.solve_look`) and Adam moves only
+      the latent vector; else every code starts at the mean code.
+    cache: None, or a `ViewCache` of the trained geometry of `frames` whose
+      views are indexed like `frames` (renders reuse it).
   Returns:
     (list of per-view right-half PSNRs, fitted code table, `EditInfo`).
   """
@@ -310,16 +317,22 @@ def nerfw(experiment, state, frames, views=None, images=None, steps=300,
   shapes = [(frames.images[v] if images is None else images[i]).shape[:2]
             for i, v in enumerate(views)]
   left = [metrics_lib.masked_region(h, w, 'left') for h, w in shapes]
+  start = {}
+  if closed_form:
+    start = dict(init_fn=linear.look_init(experiment, state.params),
+                 entries=linear.gradient_entries(state.codes))
   fitted, info = optimize.fit(experiment, state, frames, views, masks=left,
                               images=images, steps=steps,
                               learning_rate=learning_rate,
-                              max_pixels=max_pixels)
+                              max_pixels=max_pixels, **start)
   scores = []
   for i, v in enumerate(views):
     truth = frames.images[v] if images is None else images[i]
-    out = methods.EditResult('fit', codes_lib.row(fitted, i),
-                             state.params).render(
-                                 experiment, scribbles.view_rays(frames, v))
+    result = methods.EditResult('fit', codes_lib.row(fitted, i), state.params)
+    if cache is None:
+      rgb = result.render(experiment, scribbles.view_rays(frames, v))['rgb']
+    else:
+      rgb = cache.render(experiment, result, views=[v])[0]
     right = metrics_lib.masked_region(*shapes[i], 'right')
-    scores.append(float(metrics_lib.psnr(out['rgb'], truth, mask=right)))
+    scores.append(float(metrics_lib.psnr(rgb, truth, mask=right)))
   return scores, fitted, info

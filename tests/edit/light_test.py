@@ -8,6 +8,7 @@ from condnerf import codes as codes_lib
 from condnerf import inference
 from condnerf import lighting
 from condnerf.configs import base
+from condnerf.edit import linear
 from condnerf.edit import methods
 from condnerf.edit import operations
 from condnerf.edit import scribbles
@@ -61,15 +62,19 @@ class LightEditTest(absltest.TestCase):
     np.testing.assert_array_equal(
         jax.device_get(self.state.codes)['light'][1], light)
 
-  def test_fit_reaches_a_light_from_its_pixels(self):
-    target_light = lighting.directional((-0.6, 0.5, 0.6), 0.7, 0.35)
-    wanted = {**self.start, 'light': target_light}
+  def _target_batch(self, wanted):
+    """48 pixels of view 0 inside the chair, colored as `wanted` renders."""
     pixels = np.argwhere(self.frames.alphas[0] > 0.99)
     pixels = pixels[np.linspace(0, len(pixels) - 1, 48).astype(int)]
     colors = inference.render_with_code(self.exp, self.state.params,
                                         self.rays, wanted)['rgb']
-    batch = scribbles.scribble_batch(self.frames, [0], [pixels],
-                                     [colors[tuple(pixels.T)]])
+    return scribbles.scribble_batch(self.frames, [0], [pixels],
+                                    [colors[tuple(pixels.T)]])
+
+  def test_fit_reaches_a_light_from_its_pixels(self):
+    target_light = lighting.directional((-0.6, 0.5, 0.6), 0.7, 0.35)
+    wanted = {**self.start, 'light': target_light}
+    batch = self._target_batch(wanted)
     result = methods.run_edit(self.exp, self.state, batch, 'light',
                               init_code=self.start)
     self._assert_only_light_moved(result)
@@ -77,6 +82,38 @@ class LightEditTest(absltest.TestCase):
     got = inference.render_with_code(self.exp, self.state.params, batch.rays,
                                      result.code)['rgb']
     np.testing.assert_allclose(got, batch.target, atol=0.02)
+
+  def test_solve_look_finds_a_looks_palette_and_light_direction(self):
+    # A look of the same light strength: another palette, another direction.
+    strength = lighting.estimate(self.start['light'])
+    wanted = {**self.start,
+              'palette': np.asarray(self.start['palette'])[::-1] * 0.8,
+              'light': lighting.directional(
+                  (-0.6, 0.5, 0.6), strength['intensity'],
+                  strength['ambient'])}
+    batch = self._target_batch(wanted)
+
+    def error(code):
+      got = inference.render_with_code(self.exp, self.state.params,
+                                       batch.rays, code)['rgb']
+      return float(np.mean((got - batch.target)**2))
+
+    solved = linear.solve_look(self.exp, self.state.params, self.start, batch)
+    self.assertLess(error(solved), 0.1 * error(self.start))
+    # The light keeps its strength: only its direction was searched.
+    found = lighting.estimate(solved['light'])
+    np.testing.assert_allclose(found['intensity'], strength['intensity'],
+                               atol=1e-3)
+    np.testing.assert_allclose(found['ambient'], strength['ambient'],
+                               atol=1e-3)
+    np.testing.assert_array_equal(solved['appearance'],
+                                  self.start['appearance'])
+    # Gradient fits after it move only the latent vector.
+    self.assertEqual(linear.gradient_entries(solved), ('appearance',))
+    result = methods.run_edit(self.exp, self.state, batch, 'code', steps=5,
+                              init_code=self.start)
+    np.testing.assert_array_equal(result.code['light'], solved['light'])
+    np.testing.assert_array_equal(result.code['palette'], solved['palette'])
 
   def test_bad_input(self):
     plain_exp, plain_state = methods_test.trained_tiny(head='palette',

@@ -15,6 +15,7 @@ from condnerf import metrics as metrics_lib
 from condnerf import parallel
 from condnerf.configs import base
 from condnerf.data import sampler as sampler_lib
+from condnerf.edit import linear
 from condnerf.edit import methods
 from condnerf.edit import optimize
 from condnerf.edit import scribbles
@@ -149,6 +150,13 @@ class EditingTest(absltest.TestCase):
       self.assertGreaterEqual(
           float(metrics_lib.psnr(refit['rgb'], render['rgb'])), 35.0,
           f'view {v}, true code {table[frames.appearance_ids[v]]}')
+
+  def test_solve_look_leaves_a_latent_head_alone(self):
+    code = codes_lib.mean_code(jax.device_get(self.state.codes))
+    solved = linear.solve_look(self.exp, self.state.params, code,
+                               self._scribble())
+    chex.assert_trees_all_equal(solved, jax.tree.map(np.asarray, code))
+    self.assertEqual(linear.gradient_entries(code), ('appearance',))
 
   def test_weight_baselines_report_their_changes(self):
     batch = self._scribble()

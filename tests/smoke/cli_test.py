@@ -1,5 +1,6 @@
 """End to end through the CLI: train -> eval -> render on a tiny scene."""
 
+import errno
 import json
 import os
 import shutil
@@ -177,6 +178,8 @@ class CliTest(absltest.TestCase):
         ([f'--config.data.path={empty}'], 'empty "frames" list'),
         (['--coordinator=127.0.0.1:1', '--num_processes=2',
           '--process_id=5'], '--process_id=5 is outside [0, 2)'),
+        (['--config.train.frame_shards=64'],
+         'train.frame_shards=64 is more than the 4 training frames'),
     ]
     for args, message in cases:
       with self.subTest(args=args):
@@ -185,11 +188,52 @@ class CliTest(absltest.TestCase):
         self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
         assert_one_line_error(self, proc.stderr, message)
         self.assertFalse(os.path.exists(workdir))
+    # A --workdir that cannot be a run folder (probe B21, B21b).
+    afile = os.path.join(self.tmp.name, 'afile')
+    with open(afile, 'w') as f:
+      f.write('mine')
+    dangling = os.path.join(self.tmp.name, 'dangling')
+    os.symlink(os.path.join(self.tmp.name, 'gone'), dangling)
+    for workdir, message in ((afile, 'is a file, not a folder'),
+                             (dangling, 'which does not exist')):
+      with self.subTest(workdir=workdir):
+        proc = run_main(*self.config, f'--workdir={workdir}',
+                        expect_ok=False)
+        self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+        assert_one_line_error(self, proc.stderr, message)
+    with open(afile) as f:
+      self.assertEqual(f.read(), 'mine')
+    self.assertFalse(os.path.lexists(os.path.join(self.tmp.name, 'gone')))
     # The traceback is one flag away.
     proc = run_main(*self.config, f'--workdir={workdir}', '--verbosity=1',
                     '--config.model.sampler=bogus', expect_ok=False)
     self.assertNotEqual(proc.returncode, 0)
     self.assertIn('Traceback', proc.stderr)
+
+
+class OsMessageTest(absltest.TestCase):
+  """File-system errors as one line: the path and the fix (probe B14b/c,
+  B22, X2; root ignores permission bits, so these are built by hand)."""
+
+  def test_messages_name_the_path_and_the_fix(self):
+    from experiments import cli  # pylint: disable=g-import-not-at-top
+    cases = [
+        (errno.EROFS, 'Read-only file system', 'copy the run elsewhere'),
+        (errno.ENOSPC, 'No space left on device', 'free some space'),
+        (errno.EACCES, 'Permission denied', "check the folder's permissions"),
+        (errno.ENAMETOOLONG, 'File name too long', 'use a shorter one'),
+        (errno.EIO, 'Input/output error', 'check the path'),
+    ]
+    for code, strerror, hint in cases:
+      with self.subTest(errno=code):
+        message = cli.os_message(OSError(code, strerror, '/runs/a/eval/x'))
+        self.assertEqual(message.count('\n'), 0)
+        self.assertTrue(message.startswith(f'{strerror}: /runs/a/eval/x;'),
+                        message)
+        self.assertIn(hint, message)
+    moved = cli.os_message(OSError(errno.EXDEV, 'Invalid cross-device link',
+                                   '/a', None, '/b'))
+    self.assertIn('/a -> /b', moved)
 
 
 if __name__ == '__main__':

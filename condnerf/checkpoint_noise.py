@@ -1,10 +1,12 @@
-"""Orbax's and asyncio's log noise around checkpoint reads, kept off the
-user's screen.
+"""Orbax's and asyncio's log noise around checkpoint reads and saves, kept
+off the user's screen.
 
 A failed restore leaves asyncio tasks and tensorstore threads behind that
-report the same failure a hundred times over; a read-only manager warns
-about every option it turns off. The failures themselves are raised and
-reported by `checkpointing`; this module only drops their copies.
+report the same failure a hundred times over; a save that fills the disk is
+logged by each of Orbax's background threads with its traceback; a
+read-only manager warns about every option it turns off. The failures
+themselves are raised and reported by `checkpointing`; this module only
+drops their copies.
 """
 
 import contextlib
@@ -24,10 +26,10 @@ def quiet_async_leftovers():
   retrieved", and tensorstore's threads, finishing them later (while the
   next step is tried, or at exit), report "Event loop is closed" through
   `sys.excepthook`, over a hundred tracebacks for a small state. The
-  failure itself is raised and reported (`Checkpointer._report_bad`); these copies of it
-  are dropped: asyncio's log is silenced while the restore runs, and from
-  the first restore on the hooks drop reports of that one error for the
-  rest of the process (every other report passes).
+  failure itself is raised and reported (`Checkpointer._report_bad`);
+  these copies of it are dropped: asyncio's log is silenced while the
+  restore runs, and from the first restore on the hooks drop reports of
+  that one error for the rest of the process (every other report passes).
   """
   asyncio_log = std_logging.getLogger('asyncio')
   level = asyncio_log.level

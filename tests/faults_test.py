@@ -113,7 +113,8 @@ def expected(name, damage, mode):
 def _damage(path, damage, rng):
   """Damages `path` (a file, or every file of a folder for 'arrays')."""
   targets = ([os.path.join(path, n) for n in sorted(os.listdir(path))]
-             if os.path.isdir(path) and damage not in ('deleted', 'file', 'readonly')
+             if os.path.isdir(path) and
+             damage not in ('deleted', 'file', 'readonly')
              else [path])
   for target in targets:
     if damage == 'zero':

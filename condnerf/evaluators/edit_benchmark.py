@@ -35,10 +35,11 @@ view colored with the target's ground truth; every method of
 (the color head on geometry computed once, `edit.scoring.ViewCache`, for
 edits that keep the geometry weights); drift on full renders of the
 scribbled view and the view half the split away (`report['drift_views']`);
-collateral on up to `num_collateral` training appearances. A method that refuses the input (a part scribble no palette
-entry clearly holds) is listed under the family's 'refused' with its
-message. Also `swap_psnr` (test views under training appearances' codes)
-and `fit_half_psnr` (NeRF-W, unseen looks). Only process 0 writes.
+collateral on up to `num_collateral` training appearances. A method that
+refuses the input (a part scribble no palette entry clearly holds) is
+listed under the family's 'refused' with its message. Also `swap_psnr`
+(test views under training appearances' codes) and `fit_half_psnr`
+(NeRF-W, unseen looks). Only process 0 writes.
 """
 
 import dataclasses

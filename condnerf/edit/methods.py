@@ -4,10 +4,9 @@ The third stage of `condnerf.edit`. Every method takes the same inputs (a
 trained state, an `EditBatch` of scribbles, optional keep pixels) and
 returns a result that renders like the original, so reports compare them on
 identical terms:
-  code          Adam on the code with the field frozen, the classic
-                latent-code edit; with a palette head it starts from the
-                palette and light direction of the pixels in closed form
-                (`linear.solve_look`), and Adam refines the latent vector.
+  code          Adam on the latent code with the field frozen, the classic
+                latent-code edit; a palette head first solves its palette
+                and light direction in closed form (`linear.solve_look`).
   palette       closed form: the least-squares palette of every entry
                 (geometry, palette weights and latent code fixed); a global
                 recolor to any color. Palette head only.
@@ -186,8 +185,7 @@ def _check_disjoint(batch, keep):
 
 
 def _code(edit):
-  """The palette and light of the pixels in closed form
-  (`linear.solve_look`), then Adam on the latent vector."""
+  """`linear.solve_look`, then Adam on the latent vector."""
   start = time.perf_counter()
   init = linear.solve_look(edit.experiment, edit.state.params, edit.code,
                            edit.batch)

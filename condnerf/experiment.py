@@ -143,7 +143,12 @@ def build_experiment(config, scene=None, mesh=None):
     if not model_cfg[section]['scene_bound']:
       model_cfg[section]['scene_bound'] = float(scene.scene_bound)
   model_cfg['ndc'] = scene.ndc or ()
+  if config.train.sample_budget and model_cfg['sampler'] == 'occupancy':
+    model_cfg['occupancy']['samples_per_ray'] = max(
+        1, config.train.sample_budget // config.train.batch_size)
   model = models.build_model(config.model_name, model_cfg, scene.background)
+  if model.sampler == 'occupancy':
+    check_sample_budgets(config, model.occupancy_settings(), mesh)
   optimizer = optim.make_optimizer(config.optim, config.train.steps,
                                    freeze_patterns(config.train.freeze))
   palette_center = None
@@ -173,6 +178,25 @@ def build_experiment(config, scene=None, mesh=None):
                     render_step=inference.make_render_step(model, mesh),
                     codes_render_step=inference.make_codes_render_step(
                         model, mesh))
+
+
+def check_sample_budgets(config, settings, mesh):
+  """ConfigError unless each device's sample budget, in training and in a
+  render chunk, holds the longest ray (`max_steps` samples)."""
+  devices = mesh.devices.size
+  for name, rays, per_ray in (
+      ('train.batch_size', config.train.batch_size,
+       settings['samples_per_ray']),
+      ('eval.chunk', config.eval.chunk, settings['render_samples_per_ray'])):
+    budget = max(rays // devices, 1) * per_ray
+    if budget < settings['max_steps']:
+      raise errors.ConfigError(
+          f'The occupancy sampler budget of {budget} samples per device '
+          f'({name}={rays} over {devices} devices x {per_ray} samples per '
+          f'ray) is less than one ray can need (model.occupancy.max_steps='
+          f"{settings['max_steps']}); raise {name}, the samples per ray "
+          '(train.sample_budget, model.occupancy.*samples_per_ray), or '
+          'lower max_steps.')
 
 
 PALETTE_INITS = ('data', 'uniform')

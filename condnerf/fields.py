@@ -377,3 +377,42 @@ def palette_colors(terms, palette):
   """
   mixed = jnp.einsum('...sk,...kc->...sc', terms['weights'], palette)
   return terms['shading'] * mixed + terms['residual']
+
+
+def with_normals(field, points):
+  """A field's density and feature, and the unit normals of its density.
+
+  The normal is the negative normalized gradient of density with respect to
+  position (it points out of the surface). Like density it reads no code.
+  Training differentiates through it, so shading also shapes the surface.
+
+  Args:
+    field: a bound `fields.GeometryField`.
+    points: f32[num_rays, num_samples, 3] world positions.
+  Returns:
+    density f32[num_rays, num_samples], feature f32[..., feature_dim],
+    normals f32[num_rays, num_samples, 3].
+  """
+  # Only the position is differentiated here (no gradient for the weights:
+  # an outer jax.grad still trains them through the normals).
+  (density, feature), pullback = nn.vjp(lambda mdl, x: mdl(x), field, points,
+                                        vjp_variables=False)
+  _, gradient = pullback((jnp.ones_like(density), jnp.zeros_like(feature)))
+  norm = jnp.sqrt(jnp.sum(gradient**2, axis=-1, keepdims=True) + 1e-12)
+  return density, feature, -gradient / norm
+
+
+def palette_extras(terms, weights):
+  """Per-ray regularizer terms of a palette head's `terms` under a level's
+  compositing `weights` (see `models.ConditionalNeRF.shade`)."""
+  w = terms['weights']
+  entropy = -jnp.sum(w * jnp.log(jnp.maximum(w, 1e-12)), axis=-1)
+  residual = jnp.sum(terms['residual']**2, axis=-1)
+  extras = {'residual': jnp.sum(weights * residual, axis=-1),
+            'entropy': jnp.sum(weights * entropy, axis=-1),
+            'usage': jnp.einsum('rs,rsk->rk', weights, w),
+            'log_weights': terms['log_weights']}
+  if 'density_normals' in terms:  # Ref-NeRF's predicted-normal loss.
+    gap = jnp.sum((terms['normals'] - terms['density_normals'])**2, axis=-1)
+    extras['normal_error'] = jnp.sum(weights * gap, axis=-1)
+  return extras

@@ -70,8 +70,8 @@ def make_render_step(model, mesh, color_fn=None):
     out = shade(model, params, level, rays.directions,
                 codes_lib.lookup(codes, rays.code_ids), color_fn,
                 color_params)
-    return {'rgb': jnp.clip(out.rgb, 0.0, 1.0), 'depth': out.depth,
-            'acc': out.acc}
+    return _with_complete({'rgb': jnp.clip(out.rgb, 0.0, 1.0),
+                           'depth': out.depth, 'acc': out.acc}, level)
 
   return _over_rays(per_device, mesh)
 
@@ -103,10 +103,19 @@ def make_codes_render_step(model, mesh):
                    codes_lib.broadcast(code, num_rays))
 
     outs = jax.vmap(one, out_axes=1)(table)
-    return {'rgb': jnp.clip(outs.rgb, 0.0, 1.0), 'depth': outs.depth[:, 0],
-            'acc': outs.acc[:, 0]}
+    return _with_complete({'rgb': jnp.clip(outs.rgb, 0.0, 1.0),
+                           'depth': outs.depth[:, 0], 'acc': outs.acc[:, 0]},
+                          level)
 
   return _over_rays(per_device, mesh)
+
+
+def _with_complete(out, level):
+  """`out` with the level's f32[num_rays] `complete` (occupancy sampler:
+  0 for a ray the sample budget cut, which `render_rays` renders again)."""
+  if 'complete' in level:
+    out['complete'] = level['complete']
+  return out
 
 
 def _over_rays(per_device, mesh):
@@ -123,7 +132,7 @@ def _over_rays(per_device, mesh):
 
 
 def render_rays(render_step, params, codes, rays, chunk, mesh,
-                color_params=None):
+                color_params=None, spread=1):
   """Renders any number of rays in fixed-size chunks.
 
   On a mesh spanning several processes, every process must call this with the
@@ -167,7 +176,39 @@ def render_rays(render_step, params, codes, rays, chunk, mesh,
     pieces = [multihost_utils.process_allgather(p, tiled=True) for p in pieces]
   out = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]),
                      *pieces)
-  return jax.tree.map(lambda x: x[:num_rays], out)
+  out = jax.tree.map(lambda x: x[:num_rays], out)
+  if 'complete' in out:
+    out = _render_cut_rays(render_step, params, codes, rays, chunk, mesh,
+                           color_params, out, spread)
+  return out
+
+
+def _render_cut_rays(render_step, params, codes, rays, chunk, mesh,
+                     color_params, out, spread):
+  """Renders again the rays a sample budget cut (`out['complete'] == 0`).
+
+  They go in chunks of the same size (one compiled step) with each ray
+  followed by `2 * spread - 1` empty rays (near = far: no samples), so each
+  pass gives every ray twice the budget of the last; once a device holds
+  one ray, the budget covers it (`models.check_occupancy`).
+  """
+  cut = np.flatnonzero(np.asarray(out.pop('complete')) < 0.5)
+  if not cut.size:
+    return out
+  spread *= 2
+  if spread > 4 * chunk:
+    raise RuntimeError(f'{cut.size} rays did not fit the sample budget when '
+                       'rendered alone; raise '
+                       'model.occupancy.render_samples_per_ray.')
+  picked = jax.tree.map(lambda x: np.repeat(x[cut], spread, axis=0), rays)
+  empty = np.arange(picked.near.shape[0]) % spread != 0
+  picked = picked.replace(far=np.where(empty[:, None], picked.near,
+                                       picked.far))
+  again = render_rays(render_step, params, codes, picked, chunk, mesh,
+                      color_params, spread=spread)
+  for name, values in again.items():
+    out[name][cut] = values[::spread]
+  return out
 
 
 def render_image(render_step, params, codes, rays, chunk, mesh,
@@ -294,7 +335,7 @@ def make_palette_maps_step(model, mesh):
             'shading': jnp.einsum('rs,rsc->rc', weights, shading)}
     if 'normals' in terms:
       maps['normals'] = jnp.einsum('rs,rsc->rc', weights, terms['normals'])
-    return maps
+    return _with_complete(maps, level)
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(), P(parallel.AXIS), P()),

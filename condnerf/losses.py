@@ -279,6 +279,13 @@ def make_loss_fn(model, weights, total_steps=1, light_anchor=None):
     ray_codes = codes_lib.lookup(trainable['codes'], batch.rays.code_ids)
     outputs = model.apply({'params': trainable['params']}, batch.rays,
                           ray_codes, noise)
+    extras, sampled = outputs[-1].extras or {}, {}
+    if 'complete' in extras:  # occupancy: rays the sample budget cut.
+      batch = batch.replace(weight=batch.weight * extras['complete'])
+      num_rays = extras['complete'].shape[0]
+      sampled = {'rays_used': jnp.mean(extras['complete']),
+                 'samples_per_ray': extras['samples'] / num_rays,
+                 'needed_per_ray': extras['needed'] / num_rays}
     mse, loss = _render_terms(outputs, colored, batch, background, scene_bg,
                               weights)
     loss = _add_code_terms(loss, trainable['codes'], batch, weights,
@@ -286,7 +293,7 @@ def make_loss_fn(model, weights, total_steps=1, light_anchor=None):
     done = step / total_steps if progress is None else progress
     loss = _add_head_terms(loss, outputs, colored, batch, ray_codes, done,
                            weights)
-    return loss, {'loss': loss, 'mse': mse}
+    return loss, {'loss': loss, 'mse': mse, **sampled}
 
   return loss_fn
 

@@ -17,7 +17,7 @@ A level is a dict with
   points f32[num_rays, n, 3] (sample positions / the field's scene bound:
   code-free, what a palette head's weights read besides the feature), and
   with a shaded head `normals` f32[num_rays, n, 3] on the colored levels
-  (the density field's, `_with_normals`: code-free like density).
+  (the density field's, `fields.with_normals`: code-free like density).
 With `clip_to_bound`, every ray's [near, far] is first cut to the field's
 scene box (`field['scene_bound']`), for bounded fields (no contraction).
 With `ndc` (sx, sy, near: a forward-facing scene's `ndc.Projection`), rays
@@ -31,6 +31,13 @@ Sampling modes:
   'proposal'      mip-NeRF 360: the leading levels are small density-only
                   proposal fields trained by the interlevel loss; only the
                   last level has a color head.
+  'occupancy'     Instant-NGP: one level of fixed steps through the cells
+                  a density grid marks occupied (the parameter
+                  `occupancy_grid`, updated by `train_step`, not the
+                  optimizer), the field evaluated on a fixed budget of
+                  packed samples (`occupancy.sample_level`): `feature`,
+                  `points` and `normals` are f32[B, 1, ...], `pack` says
+                  where they go, `complete` f32[num_rays] which rays fit.
 """
 
 from typing import Any, Sequence
@@ -45,6 +52,7 @@ from condnerf import codes as codes_lib
 from condnerf import errors
 from condnerf import fields
 from condnerf import ndc as ndc_lib
+from condnerf import occupancy as occupancy_lib
 from condnerf import rendering
 from condnerf import sampling
 from condnerf import structs
@@ -63,15 +71,22 @@ class ConditionalNeRF(nn.Module):
   head: Any = None  # dict of `fields.ColorHead` / `PaletteHead` args.
   head_kind: str = 'mlp'  # 'mlp' (ColorHead) or 'palette' (PaletteHead).
   ndc: Sequence[float] = ()  # (sx, sy, near): sample in NDC; () = world.
+  occupancy: Any = None  # dict of `OCCUPANCY` settings (sampler occupancy).
 
   def setup(self):
     if self.sampler not in SAMPLERS:
-      raise ValueError(f'Unknown sampler {self.sampler!r}; choose '
-                       "'hierarchical' or 'proposal'.")
+      raise ValueError(f'Unknown sampler {self.sampler!r}; choose one of '
+                       f'{list(SAMPLERS)}.')
     num_levels = len(self.num_samples)
     field_args = dict(self.field or {})
     head_cls, head_args = HEADS[self.head_kind], dict(self.head or {})
-    if self.sampler == 'hierarchical':
+    if self.sampler == 'occupancy':
+      self.fields = [fields.GeometryField(**field_args)]
+      self.heads = [head_cls(**head_args)]
+      resolution = self.occupancy_settings()['resolution']
+      self.grid = self.param(GRID,
+                             lambda _: occupancy_lib.init_grid(resolution))
+    elif self.sampler == 'hierarchical':
       self.fields = [fields.GeometryField(**field_args)
                      for _ in range(num_levels)]
       self.heads = [head_cls(**head_args) for _ in range(num_levels)]
@@ -85,9 +100,15 @@ class ConditionalNeRF(nn.Module):
   def colored_levels(self):
     """Indices of the levels that have a color head (static)."""
     num_levels = len(self.num_samples)
+    if self.sampler == 'occupancy':
+      return (0,)
     if self.sampler == 'hierarchical':
       return tuple(range(num_levels))
     return (num_levels - 1,)
+
+  def occupancy_settings(self):
+    """`OCCUPANCY` updated by the model's `occupancy` dict."""
+    return dict(OCCUPANCY, **dict(self.occupancy or {}))
 
   def _scene_bound(self):
     return float(dict(self.field or {}).get('scene_bound', 1.5))
@@ -100,6 +121,8 @@ class ConditionalNeRF(nn.Module):
 
   def noise_dim(self):
     """Uniform numbers per ray that randomized sampling consumes (static)."""
+    if self.sampler == 'occupancy':
+      return 1  # the offset of the ray's marching steps.
     return sum(n + 1 for n in self.num_samples)
 
   def geometry(self, rays, noise=None):
@@ -125,10 +148,12 @@ class ConditionalNeRF(nn.Module):
       origins, directions = ndc_lib.rays_to_ndc(origins, directions,
                                                 projection)
       near, far = jnp.zeros_like(near), jnp.ones_like(far)
-    elif self.clip_to_bound:
+    elif self.clip_to_bound or self.sampler == 'occupancy':
       near, far = sampling.clip_to_box(
           origins, directions, near, far,
           float(dict(self.field or {})['scene_bound']))
+    if self.sampler == 'occupancy':
+      return [self._occupancy_level(origins, directions, near, far, noise)]
     levels = []
     offset = 0
     for i, num in enumerate(self.num_samples):
@@ -142,7 +167,8 @@ class ConditionalNeRF(nn.Module):
                                     self.resample_padding, jitter)
       points = sampling.positions(origins, directions, tdist)
       if self.needs_normals() and i in self.colored_levels():
-        density, feature, normals = _with_normals(self.fields[i], points)
+        density, feature, normals = fields.with_normals(self.fields[i],
+                                                        points)
       else:
         (density, feature), normals = self.fields[i](points), None
       weights = rendering.compute_alpha_weights(density, tdist)[0]
@@ -161,6 +187,44 @@ class ConditionalNeRF(nn.Module):
             ndc_lib.world_distance(tdist, origins[:, None], directions[:, None],
                                    rays.origins[:, None], projection))
     return levels
+
+  def _occupancy_level(self, origins, directions, near, far, noise):
+    """The one level of the occupancy sampler (`occupancy.sample_level`)."""
+    settings = self.occupancy_settings()
+    per_ray = settings['samples_per_ray' if noise is not None
+                       else 'render_samples_per_ray']
+    num_rays = origins.shape[0]
+    field = self.fields[0]
+
+    def evaluate(points):
+      if self.needs_normals():
+        return fields.with_normals(field, points)
+      return (*field(points), None)
+
+    level = occupancy_lib.sample_level(
+        evaluate, lambda x: field(x)[0], origins, directions, near, far,
+        self.grid, self._scene_bound(), settings['max_steps'],
+        num_rays * per_ray, settings['prune_samples_per_ray'],
+        settings['min_alpha'], None if noise is None else noise[:, :1])
+    level['points'] = jax.lax.stop_gradient(level['points'] /
+                                            self._scene_bound())
+    return level
+
+  def _head(self, fn, level, directions, codes):
+    """`fn(feature, directions, codes, points, normals)` on a level's
+    samples. On a packed level it runs on the packed samples (each one a
+    ray of one sample) and every output is put back in place, so the
+    result is f32[num_rays, num_samples, ...] either way."""
+    pack = level.get('pack')
+    if pack is None:
+      return fn(level['feature'], directions, codes, level['points'],
+                level.get('normals'))
+    ray = pack['ray']
+    out = fn(level['feature'], directions[ray],
+             jax.tree.map(lambda c: c[ray], codes), level['points'],
+             level.get('normals'))
+    return jax.tree.map(lambda v: occupancy_lib.scatter(
+        v[:, 0], pack['index'], level['weights'].shape), out)
 
   def needs_normals(self):
     """Whether the color heads shade with normals (static)."""
@@ -196,12 +260,15 @@ class ConditionalNeRF(nn.Module):
         head = self.heads[colored.index(i)]
         extras = None
         if self.head_kind == 'palette':
-          terms = head.terms(level['feature'], directions, codes,
-                             level['points'], level.get('normals'))
+          terms = self._head(head.terms, level, directions, codes)
           rgb = fields.palette_colors(terms, codes['palette'])
-          extras = _palette_extras(terms, level['weights'])
+          extras = fields.palette_extras(terms, level['weights'])
         else:
-          rgb = head(level['feature'], directions, codes['appearance'])
+          rgb = self._head(lambda f, d, c, *_: head(f, d, c['appearance']),
+                           level, directions, codes)
+        if 'complete' in level:
+          extras = dict(extras or {}, complete=level['complete'],
+                        samples=level['samples'], needed=level['needed'])
         out = rendering.composite_level(rgb, level, background)
         outputs.append(out.replace(extras=extras))
       else:
@@ -225,9 +292,9 @@ class ConditionalNeRF(nn.Module):
     """
     head, codes = self.heads[-1], codes_lib.as_code(codes)
     if self.head_kind == 'palette':
-      return head(level['feature'], directions, codes, level['points'],
-                  level.get('normals'))
-    return head(level['feature'], directions, codes['appearance'])
+      return self._head(head, level, directions, codes)
+    return self._head(lambda f, d, c, *_: head(f, d, c['appearance']),
+                      level, directions, codes)
 
   def palette_terms(self, level, directions, codes):
     """The final palette head's `terms` on cached geometry (palette edits).
@@ -239,9 +306,13 @@ class ConditionalNeRF(nn.Module):
     Returns:
       dict of `fields.PaletteHead.terms`.
     """
-    return self.heads[-1].terms(level['feature'], directions,
-                                codes_lib.as_code(codes), level['points'],
-                                level.get('normals'))
+    return self._head(self.heads[-1].terms, level, directions,
+                      codes_lib.as_code(codes))
+
+  def density_at(self, points):
+    """f32[...] density of the final field at world points f32[..., 3]
+    (the occupancy grid's updates)."""
+    return self.fields[-1](points)[0]
 
   def __call__(self, rays, codes, noise=None):
     """Renders rays.
@@ -256,58 +327,20 @@ class ConditionalNeRF(nn.Module):
     return self.shade(self.geometry(rays, noise), rays.directions, codes)
 
 
-def _with_normals(field, points):
-  """A field's density and feature, and the unit normals of its density.
-
-  The normal is the negative normalized gradient of density with respect to
-  position (it points out of the surface). Like density it reads no code.
-  Training differentiates through it, so shading also shapes the surface.
-
-  Args:
-    field: a bound `fields.GeometryField`.
-    points: f32[num_rays, num_samples, 3] world positions.
-  Returns:
-    density f32[num_rays, num_samples], feature f32[..., feature_dim],
-    normals f32[num_rays, num_samples, 3].
-  """
-  # Only the position is differentiated here (no gradient for the weights:
-  # an outer jax.grad still trains them through the normals).
-  (density, feature), pullback = nn.vjp(lambda mdl, x: mdl(x), field, points,
-                                        vjp_variables=False)
-  _, gradient = pullback((jnp.ones_like(density), jnp.zeros_like(feature)))
-  norm = jnp.sqrt(jnp.sum(gradient**2, axis=-1, keepdims=True) + 1e-12)
-  return density, feature, -gradient / norm
-
-
-def _palette_extras(terms, weights):
-  """Per-ray regularizer terms of a palette head (see `shade`)."""
-  w = terms['weights']
-  entropy = -jnp.sum(w * jnp.log(jnp.maximum(w, 1e-12)), axis=-1)
-  residual = jnp.sum(terms['residual']**2, axis=-1)
-  extras = {'residual': jnp.sum(weights * residual, axis=-1),
-            'entropy': jnp.sum(weights * entropy, axis=-1),
-            'usage': jnp.einsum('rs,rsk->rk', weights, w),
-            'log_weights': terms['log_weights']}
-  if 'density_normals' in terms:  # Ref-NeRF's predicted-normal loss.
-    gap = jnp.sum((terms['normals'] - terms['density_normals'])**2, axis=-1)
-    extras['normal_error'] = jnp.sum(weights * gap, axis=-1)
-  return extras
-
-
 HEADS = {'mlp': fields.ColorHead, 'palette': fields.PaletteHead}
 MODELS = {'conditional_nerf': ConditionalNeRF}
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
-SAMPLERS = ('hierarchical', 'proposal')
+SAMPLERS = ('hierarchical', 'proposal', 'occupancy')
+GRID = occupancy_lib.PARAM  # the occupancy sampler's grid, a parameter.
+OCCUPANCY = occupancy_lib.DEFAULTS  # `config.model.occupancy`.
 
 
 def check_choices(cfg):
-  """Raises ConfigError for a name no module knows, naming the setting.
-
-  Linen modules only see their fields when traced, where a bad name would
-  surface under a JAX note; this checks them when the model is built.
+  """Raises ConfigError for a name no module knows, naming the setting
+  (checked when built: inside a trace it would surface under a JAX note).
 
   Args:
     cfg: the `config.model` section as a dict.
@@ -336,6 +369,31 @@ def check_choices(cfg):
     if value not in valid:
       raise errors.ConfigError(f'Unknown {name} {value!r}; choose one of '
                                f'{list(valid)}.')
+
+
+def check_occupancy(cfg):
+  """The occupancy sampler's settings from `config.model` (a dict), or
+  ConfigError for a scene it cannot march or a setting out of range."""
+  if cfg.get('ndc') or cfg['field']['use_contraction']:
+    raise errors.ConfigError(
+        "model.sampler='occupancy' marches a bounded box; this scene is "
+        + ('in NDC' if cfg.get('ndc') else 'contracted') +
+        ". Use model.sampler='proposal' for NDC and contracted scenes.")
+  settings = dict(OCCUPANCY, **dict(cfg.get('occupancy') or {}))
+  unknown = sorted(set(settings) - set(OCCUPANCY))
+  if unknown:
+    raise errors.ConfigError(f'Unknown model.occupancy keys {unknown}; '
+                             f'valid: {sorted(OCCUPANCY)}.')
+  alpha = settings.pop('min_alpha')
+  if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
+    raise errors.ConfigError(f'model.occupancy.min_alpha={alpha!r} must be '
+                             'in [0, 1).')
+  for name, value in settings.items():
+    least = 0 if name in ('prune_samples_per_ray', 'warmup_steps') else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+      raise errors.ConfigError(
+          f'model.occupancy.{name}={value!r} must be an integer >= {least}.')
+  return dict(OCCUPANCY, **dict(cfg.get('occupancy') or {}))
 
 
 def build_model(model_name, model_cfg, background):
@@ -379,7 +437,11 @@ def build_model(model_name, model_cfg, background):
       raise errors.ConfigError(
           f'model.head.weight_logit_scale={logit_scale} must be > 0.')
     head.update(palette_size=palette_size, logit_scale=float(logit_scale))
+  occupancy = None
+  if cfg['sampler'] == 'occupancy':
+    occupancy = check_occupancy(cfg)
   return MODELS[model_name](
+      occupancy=occupancy,
       num_samples=tuple(cfg['num_samples']), sampler=cfg['sampler'],
       lindisp=cfg['lindisp'], clip_to_bound=cfg['clip_to_bound'],
       ndc=tuple(float(v) for v in cfg.get('ndc', ())),

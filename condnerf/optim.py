@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from condnerf import errors
+from condnerf import occupancy
 
 
 def make_schedule(lr_init, lr_final, total_steps, warmup_steps=0):
@@ -113,8 +114,9 @@ def make_labels(freeze=()):
   patterns = compile_patterns(freeze, 'train.freeze')
 
   def labels(tree):
+    # The occupancy grid is a parameter that `train_step` updates itself.
     field = jax.tree_util.tree_map_with_path(
-        lambda path, _: 'frozen' if any(
+        lambda path, _: 'frozen' if param_path(path) == occupancy.PARAM or any(
             p.search(param_path(path)) for p in patterns) else 'field',
         tree['params'])
     return {'params': field,

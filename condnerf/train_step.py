@@ -19,6 +19,7 @@ import optax
 
 from condnerf import codes as codes_lib
 from condnerf import metrics as metrics_lib
+from condnerf import occupancy
 from condnerf import parallel
 from condnerf import structs
 
@@ -124,6 +125,9 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
       out_specs=(P(), P()))
 
   def train_step(state, batch, key, progress=None):
+    if model.sampler == 'occupancy':
+      state = state.replace(params=update_grid(
+          model, state.params, jax.random.fold_in(key, 2), state.step))
     noise = background = None
     if randomized:
       noise = _draw(key, (batch.rgb.shape[0], noise_dim), mesh)
@@ -134,6 +138,43 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
     return mapped(state, batch, noise, background, progress)
 
   return jax.jit(train_step, donate_argnums=0)
+
+
+def update_grid(model, params, key, step):
+  """`params` with the occupancy grid updated when step `step` is due.
+
+  Every `update_every` steps (`occupancy.DEFAULTS`) the grid is updated
+  before the step's gradient: from every cell until `warmup_steps`, then
+  from `update_cells` cells, half of them occupied. The update reads
+  replicated params and a key every device and process shares, so the grid
+  stays the same everywhere; the optimizer leaves it alone
+  (`optim.make_labels`).
+
+  Args:
+    model: unbound `models.ConditionalNeRF` with `sampler='occupancy'`.
+    params: its parameters, with `occupancy.PARAM`.
+    key: the step's key.
+    step: i32[], the step about to be taken.
+  Returns:
+    params with a new `occupancy.PARAM`.
+  """
+  settings = model.occupancy_settings()
+  half_width = float(dict(model.field)['scene_bound'])
+  step_size = occupancy.step_size(half_width, settings['max_steps'])
+  grid = params[occupancy.PARAM]
+
+  def density(points):
+    return model.apply({'params': params}, points, method='density_at')
+
+  def refresh(warmup, cells):
+    return lambda g: occupancy.update(g, density, key, step_size, half_width,
+                                      cells, warmup)
+
+  due = step % settings['update_every'] == 0
+  branch = jnp.where(due, jnp.where(step < settings['warmup_steps'], 1, 2), 0)
+  grid = lax.switch(branch, [lambda g: g, refresh(True, grid.size),
+                             refresh(False, settings['update_cells'])], grid)
+  return {**params, occupancy.PARAM: grid}
 
 
 def _draw(key, shape, mesh):

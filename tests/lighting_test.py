@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from condnerf import lighting
-from condnerf import models
+from condnerf import fields
 
 
 def _unit(v):
@@ -189,7 +189,7 @@ class _WithNormals(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return models._with_normals(_Sphere(), x)  # pylint: disable=protected-access
+    return fields.with_normals(_Sphere(), x)
 
 
 class NormalsTest(absltest.TestCase):

@@ -67,17 +67,33 @@ class GridTest(absltest.TestCase):
     grid = jnp.full((4, 4, 4), 0.5)
     # Density 0 everywhere: every drawn cell decays once per update.
     new = occupancy.update(grid, lambda p: jnp.zeros(p.shape[:-1]),
-                           jax.random.key(0), 0.1, HALF, num_cells=64)
+                           jax.random.key(0), 0.1, HALF, num_cells=48)
     new = np.asarray(new)
     decayed = np.isclose(new, 0.5 * occupancy.DECAY)
     self.assertTrue((decayed | (new == 0.5)).all())
-    self.assertTrue(decayed.any() and not decayed.all())  # 64 draws of 64.
+    self.assertTrue(decayed.any() and not decayed.all())  # 48 draws of 64.
     # A density above the decayed value replaces it.
     new = np.asarray(occupancy.update(
         grid, lambda p: jnp.full(p.shape[:-1], 10.0), jax.random.key(0),
-        0.1, HALF, num_cells=64))
+        0.1, HALF, num_cells=48))
     self.assertTrue((np.isclose(new, 1.0) | (new == 0.5)).all())
     np.testing.assert_array_equal(np.isclose(new, 1.0), decayed)
+
+  def test_a_warmup_of_every_cell_updates_each_once(self):
+    grid = jnp.full((4, 4, 4), 0.5)
+    zero = lambda p: jnp.zeros(p.shape[:-1])
+    new = occupancy.update(grid, zero, jax.random.key(0), 0.1, HALF,
+                           num_cells=64)
+    np.testing.assert_allclose(new, 0.5 * occupancy.DECAY)
+    # In chunks (the padding past the last cell writes nothing).
+    counted = []
+
+    def density(points):
+      counted.append(points.shape[0])
+      return jnp.zeros(points.shape[:-1])
+
+    chunked = occupancy._in_chunks(density, jnp.zeros((10, 3)), chunk=4)
+    self.assertEqual((chunked.shape, counted), ((10,), [4]))
 
   def test_update_is_a_pure_function_of_its_key(self):
     grid = occupancy.init_grid(8)
@@ -229,3 +245,34 @@ class CompositeTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+class SampleLevelTest(absltest.TestCase):
+  """`sample_level`: pruning behind opaque surfaces keeps the rendering."""
+
+  def test_pruning_drops_hidden_steps_and_keeps_the_rendering(self):
+    grid = _trained_grid()
+    origins, directions, near, far = _rays(64, seed=3)
+
+    def evaluate(points):  # f32[B, 1, 3] -> density, feature, normals.
+      return _ball(points), jnp.ones(points.shape[:-1] + (1,)), None
+
+    def level(prune, min_alpha=0.0):
+      return occupancy.sample_level(
+          evaluate, _ball, origins, directions, near, far, grid, HALF, 256,
+          64 * 256, prune, min_alpha)
+
+    full = jax.jit(lambda: level(0))()
+    for prune, min_alpha in ((256, 0.0), (32, 0.0), (32, 0.05)):
+      with self.subTest(prune=prune, min_alpha=min_alpha):
+        pruned = jax.jit(lambda p=prune, a=min_alpha: level(p, a))()
+        self.assertEqual(float(np.min(pruned['complete'])), 1.0)
+        # Steps behind the opaque ball are gone...
+        self.assertLess(float(pruned['samples']), 0.8 * float(full['samples']))
+        # ... and they carried no weight: the same opacity and depth.
+        acc = [np.asarray(jnp.sum(x['weights'], -1)) for x in (full, pruned)]
+        np.testing.assert_allclose(acc[1], acc[0], atol=2e-3)
+        depth = [np.asarray(rendering.expected_depth(x['weights'],
+                                                     x['tdist']))
+                 for x in (full, pruned)]
+        np.testing.assert_allclose(depth[1], depth[0], atol=2e-3)

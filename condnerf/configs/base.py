@@ -9,6 +9,7 @@ Arguments (after `:` in `--config=FILE:ARGS`):
 
 import ml_collections
 
+from condnerf import occupancy
 from condnerf.configs import common
 
 FIELD_DEFAULTS = dict(
@@ -54,7 +55,9 @@ def get_config(arg=None):
 
   config.model = ml_collections.ConfigDict(dict(
       num_samples=(64, 128),  # intervals per level, coarse first.
-      sampler='hierarchical',  # 'hierarchical' or 'proposal'.
+      sampler='hierarchical',  # 'hierarchical', 'proposal' or 'occupancy'.
+      # sampler='occupancy' (bounded scenes): see occupancy.DEFAULTS.
+      occupancy=dict(occupancy.DEFAULTS),
       lindisp=False,
       clip_to_bound=False,  # cut rays to the field's scene box first.
       resample_padding=0.01,
@@ -121,6 +124,10 @@ def get_config(arg=None):
       # used up, and the learning-rate decay follows the budget, not steps.
       minutes=0.0,
       batch_size=1024,  # rays per step, over all devices of all processes.
+      # Samples per step (model.sampler='occupancy'; 0 = batch_size x
+      # model.occupancy.samples_per_ray): the field is evaluated on this
+      # many, and the rays that do not fit drop out of the step's loss.
+      sample_budget=0,
       # Training frames in shards (frame i in shard i % frame_shards); each
       # batch is one equal block of rays per shard, and in a multi-process
       # run each process reads only the shards its rows of the batch come

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from condnerf import codes as codes_lib
+from condnerf import errors
 from condnerf import inference
 from condnerf import losses
 from condnerf import parallel
@@ -38,7 +39,8 @@ def make_geometry_step(model, mesh):
   def per_device(params, rays):
     level = model.apply({'params': params}, rays, method='geometry')[-1]
     return {k: level[k] for k in ('tdist', 'weights', 'feature', 'points',
-                                  'normals', 'world_tdist') if k in level}
+                                  'normals', 'world_tdist', 'pack',
+                                  'complete') if k in level}
 
   return jax.jit(jax.shard_map(
       per_device, mesh=mesh, in_specs=(P(), P(parallel.AXIS)),
@@ -72,6 +74,16 @@ def cache_geometry(experiment, params, batch):
   geometry_step = experiment.cached_step(
       'edit_geometry', lambda: make_geometry_step(experiment.model, mesh))
   level = geometry_step(params, placed.rays)
+  if 'complete' in level:  # occupancy sampler: no ray may be cut.
+    cut = int(np.sum(np.asarray(multihost_utils.process_allgather(
+        level.pop('complete'), tiled=True)) < 0.5))
+    if cut:
+      raise errors.UserError(
+          f'{cut} of {len(weight)} rays of the edit batch did not fit the '
+          'sample budget of their geometry cache; raise '
+          '--config.model.occupancy.render_samples_per_ray (it is '
+          f"{experiment.model.occupancy_settings()['render_samples_per_ray']})."
+      )
   return placed, level
 
 

@@ -3,7 +3,9 @@ r"""Blender lego (or any Blender-format scene), one shared appearance code.
   python -m experiments.main --config=experiments/configs/lego.py:fast \
       --config.data.path=../shared/data/lego --workdir=runs/lego
 Variants: `fast` (hash grid + proposal sampler, a 10-minute budget),
-`runlocal`. The scene has one appearance, so every frame shares code 0.
+`fast,occupancy` (the same field marched through an occupancy grid,
+`apply_lego_occupancy`), `runlocal`. The scene has one appearance, so every
+frame shares code 0.
 """
 
 from condnerf.configs import base
@@ -11,7 +13,7 @@ from condnerf.configs import common
 
 
 def get_config(arg=None):
-  arg = common.parse_arg(arg, runlocal=False, fast=False)
+  arg = common.parse_arg(arg, runlocal=False, fast=False, occupancy=False)
   config = base.get_config(
       ','.join(k for k in ('fast', 'runlocal') if arg[k]))
   config.data.name = 'blender'
@@ -20,6 +22,8 @@ def get_config(arg=None):
   config.train.minutes = 0.0
   if arg.fast and not arg.runlocal:
     apply_lego_fast(config)
+  if arg.occupancy:
+    apply_lego_occupancy(config)
   return config
 
 
@@ -47,3 +51,23 @@ def apply_lego_fast(config):
   config.optim.update(lr_init=2e-2, lr_final=2e-3)
   config.train.update(minutes=10.0, steps=100000, checkpoint_every=5000,
                       val_every=0, random_background=True)
+
+
+def apply_lego_occupancy(config):
+  """Occupancy-grid sampling (#28): a 128^3 grid, 1024 steps across the
+  box's diagonal (5 mm on lego's box of half width 1.5, as nerfacc), the
+  first 32 occupied steps of each ray evaluated without gradients to drop
+  the steps behind an opaque surface and those of opacity below 0.01, and
+  the field trained on 16 samples per ray of the batch (the rays that do
+  not fit leave the step).
+
+  Not yet tuned for time-to-PSNR. On the 2-core CPU, 1,500 steps (288 s,
+  the rate not yet decayed) gave 27.5 dB over 5 test views; per step 110
+  to 160 ms, about 20 samples needed per ray and 70-85% of the rays used.
+  Without the opacity threshold, 600 steps used 53% of the rays (34
+  samples needed per ray) against 92% (18) with it.
+  """
+  config.model.sampler = 'occupancy'
+  config.model.occupancy.update(resolution=128, max_steps=1024,
+                                samples_per_ray=16, render_samples_per_ray=32,
+                                prune_samples_per_ray=32, min_alpha=0.01)

@@ -15,6 +15,7 @@ import numpy as np
 
 from condnerf import errors
 from condnerf import experiment as experiment_lib
+from condnerf import inference
 from condnerf import models
 from condnerf import occupancy
 from condnerf import parallel
@@ -149,6 +150,28 @@ class SamplerTest(absltest.TestCase):
     self.assertGreater(float(metrics['needed_per_ray']), 8.0)
     self.assertTrue(0.0 < float(metrics['rays_used']) < 1.0)
     self.assertTrue(np.isfinite(float(metrics['loss'])))
+
+  def test_a_shaded_palette_head_trains_and_renders_its_maps(self):
+    config = occupancy_config(samples_per_ray=16)
+    config.model.head.update(kind='palette', shading='sh', palette_size=3)
+    exp = self._experiment(config)
+    batch = sampler_lib.RaySampler(self.scene.train, 64, seed=0).batch(0)
+    state = exp.init_state(jax.random.key(0))
+    state, metrics = exp.train_step(state, parallel.shard_batch(
+        batch, exp.mesh), jax.random.key(1))
+    self.assertTrue(np.isfinite(float(jax.device_get(metrics['loss']))))
+    state = _all_occupied(state)
+    rays = sampler_lib.image_rays(self.scene.test, 0)
+    code = jax.tree.map(lambda t: t[0], jax.device_get(state.codes))
+    maps = inference.render_palette_maps(exp, state.params, rays, code)
+    image = exp.render(state, rays)
+    # The palette's shares of each pixel add up to its opacity, which is
+    # the opacity the image was rendered with.
+    np.testing.assert_allclose(maps['weights'].sum(-1), maps['acc'],
+                               atol=1e-5)
+    np.testing.assert_allclose(maps['acc'], image['acc'], atol=1e-5)
+    self.assertGreater(float(image['acc'].max()), 0.0)
+    self.assertEqual(maps['normals'].shape, rays.origins.shape)
 
   def test_a_checkpoint_resumes_on_another_topology(self):
     workdir = self.enter_context(tempfile.TemporaryDirectory())

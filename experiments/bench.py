@@ -83,7 +83,7 @@ _SUITE = flags.DEFINE_enum('suite', 'quick', ['quick', 'full', 'lego', 'real'],
                            'Which benchmark to run (see the module doc).')
 _CONFIGS = flags.DEFINE_list('configs', ['nerf', 'fast'],
                              'quick/full: configs to benchmark.')
-_CONFIG = flags.DEFINE_enum('config', 'fast', ['nerf', 'fast'],
+_CONFIG = flags.DEFINE_enum('config', 'fast', list(bench_lib.CONFIG_ARGS),
                             'lego: the config to train.')
 _DATA = flags.DEFINE_string(
     'data', '', 'Blender-format scene folder (required by --suite=lego); '

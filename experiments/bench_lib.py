@@ -27,7 +27,7 @@ from condnerf.configs import common
 from condnerf.data import sampler as sampler_lib
 from experiments.configs import lego
 
-CONFIG_ARGS = {'nerf': '', 'fast': 'fast'}
+CONFIG_ARGS = {'nerf': '', 'fast': 'fast', 'occupancy': 'fast,occupancy'}
 
 
 def config_file(name):

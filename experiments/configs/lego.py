@@ -61,11 +61,14 @@ def apply_lego_occupancy(config):
   the field trained on 16 samples per ray of the batch (the rays that do
   not fit leave the step).
 
-  Not yet tuned for time-to-PSNR. On the 2-core CPU, 1,500 steps (288 s,
-  the rate not yet decayed) gave 27.5 dB over 5 test views; per step 110
-  to 160 ms, about 20 samples needed per ray and 70-85% of the rays used.
-  Without the opacity threshold, 600 steps used 53% of the rays (34
-  samples needed per ray) against 92% (18) with it.
+  Not yet tuned for time-to-PSNR: `experiments.bench --suite=lego
+  --config=occupancy --minutes=10 --points=2` gave 26.12 / 28.48 dB at 5 /
+  10 minutes over 25 test views (2,265 steps; 167 ms median step, but the
+  grid's updates of half its cells every 16 steps bring the mean to 265
+  ms), where `fast` gave 30.06 at 10 minutes. About 20 samples are needed
+  per ray and 70-85% of the rays fit the budget after 1,000 steps; without
+  the opacity threshold, 600 steps used 53% of the rays (34 samples per
+  ray) against 92% (18) with it.
   """
   config.model.sampler = 'occupancy'
   config.model.occupancy.update(resolution=128, max_steps=1024,

@@ -192,11 +192,12 @@ def pack(keep, budget):
   Returns:
     (index i32[B], the flat step (ray * S + step) of each slot, N * S for
     unused slots; valid bool[B]; complete bool[N], the rays whose every
-    kept step got a slot).
+    kept step got a slot, those with none included).
   """
   flat = keep.reshape(-1)
   (index,) = jnp.nonzero(flat, size=budget, fill_value=flat.size)
-  complete = jnp.cumsum(jnp.sum(keep, axis=1)) <= budget
+  counts = jnp.sum(keep, axis=1)
+  complete = (jnp.cumsum(counts) <= budget) | (counts == 0)
   return index.astype(jnp.int32), index < flat.size, complete
 
 
@@ -332,10 +333,10 @@ def sample_level(evaluate, density_fn, origins, directions, near, far, grid,
   ray's first `prune_steps` occupied steps is first evaluated without
   gradients and the steps behind a transmittance of `EARLY_STOP` are
   dropped, as Instant-NGP stops a ray (later steps of a ray still clear
-  after them stay); what is left is packed into
-  `budget` samples, evaluated by `evaluate` and put back in place, so the
-  level has the layout of every other sampler (the quadrature over steps
-  that were skipped adds nothing: their density is 0).
+  after them stay); what is left is packed into `budget` samples,
+  evaluated by `evaluate` and put back in place, so the level has the
+  layout of every other sampler (the quadrature over steps that were
+  skipped adds nothing: their density is 0).
 
   Args:
     evaluate: f32[B, 1, 3] -> (density f32[B, 1], feature f32[B, 1, f],

@@ -248,7 +248,21 @@ if __name__ == '__main__':
 
 
 class SampleLevelTest(absltest.TestCase):
-  """`sample_level`: pruning behind opaque surfaces keeps the rendering."""
+  """`pack` and `sample_level`: which rays fit, and pruning behind opaque
+  surfaces keeps the rendering."""
+
+  def test_pack_marks_the_rays_that_fit_and_those_that_need_nothing(self):
+    keep = jnp.asarray([[1, 1, 0], [0, 0, 0], [1, 1, 1], [0, 0, 0],
+                        [0, 1, 0]], bool)
+    index, valid, complete = occupancy.pack(keep, 4)
+    np.testing.assert_array_equal(index, [0, 1, 6, 7])
+    np.testing.assert_array_equal(valid, [True] * 4)
+    # Ray 2 lost its last step and ray 4 its only one; rays 1 and 3 need
+    # no sample, so no budget cuts them.
+    np.testing.assert_array_equal(complete, [True, True, False, True, False])
+    np.testing.assert_array_equal(
+        occupancy.first_steps(keep, 2),
+        [[0, 1], [15, 15], [6, 7], [15, 15], [13, 15]])
 
   def test_pruning_drops_hidden_steps_and_keeps_the_rendering(self):
     grid = _trained_grid()

@@ -181,22 +181,19 @@ def build_experiment(config, scene=None, mesh=None):
 
 
 def check_sample_budgets(config, settings, mesh):
-  """ConfigError unless each device's sample budget, in training and in a
-  render chunk, holds the longest ray (`max_steps` samples)."""
-  devices = mesh.devices.size
-  for name, rays, per_ray in (
-      ('train.batch_size', config.train.batch_size,
-       settings['samples_per_ray']),
-      ('eval.chunk', config.eval.chunk, settings['render_samples_per_ray'])):
-    budget = max(rays // devices, 1) * per_ray
-    if budget < settings['max_steps']:
-      raise errors.ConfigError(
-          f'The occupancy sampler budget of {budget} samples per device '
-          f'({name}={rays} over {devices} devices x {per_ray} samples per '
-          f'ray) is less than one ray can need (model.occupancy.max_steps='
-          f"{settings['max_steps']}); raise {name}, the samples per ray "
-          '(train.sample_budget, model.occupancy.*samples_per_ray), or '
-          'lower max_steps.')
+  """ConfigError unless each device's training sample budget holds the
+  longest ray (`max_steps` samples; a render's budget is never less)."""
+  devices, rays = mesh.devices.size, config.train.batch_size
+  per_ray = settings['samples_per_ray']
+  budget = max(rays // devices, 1) * per_ray
+  if budget < settings['max_steps']:
+    raise errors.ConfigError(
+        f'The occupancy sampler budget of {budget} samples per device '
+        f'(train.batch_size={rays} over {devices} devices x {per_ray} '
+        'samples per ray) is less than one ray can need '
+        f"(model.occupancy.max_steps={settings['max_steps']}); raise "
+        'train.batch_size, train.sample_budget (or '
+        'model.occupancy.samples_per_ray), or lower max_steps.')
 
 
 PALETTE_INITS = ('data', 'uniform')

@@ -190,7 +190,8 @@ def _render_cut_rays(render_step, params, codes, rays, chunk, mesh,
   They go in chunks of the same size (one compiled step) with each ray
   followed by `2 * spread - 1` empty rays (near = far: no samples), so each
   pass gives every ray twice the budget of the last; once a device holds
-  one ray, the budget covers it (`models.check_occupancy`).
+  one ray, the budget covers it (a render's budget is at least one ray's
+  `max_steps`, `models.ConditionalNeRF._occupancy_level`).
   """
   cut = np.flatnonzero(np.asarray(out.pop('complete')) < 0.5)
   if not cut.size:

@@ -190,21 +190,21 @@ class ConditionalNeRF(nn.Module):
 
   def _occupancy_level(self, origins, directions, near, far, noise):
     """The one level of the occupancy sampler (`occupancy.sample_level`)."""
-    settings = self.occupancy_settings()
+    settings, field = self.occupancy_settings(), self.fields[0]
     per_ray = settings['samples_per_ray' if noise is not None
                        else 'render_samples_per_ray']
     num_rays = origins.shape[0]
-    field = self.fields[0]
 
     def evaluate(points):
-      if self.needs_normals():
-        return fields.with_normals(field, points)
-      return (*field(points), None)
+      return (fields.with_normals(field, points) if self.needs_normals()
+              else (*field(points), None))
 
+    budget = num_rays * per_ray  # In a render one ray always fits.
+    budget = max(budget, settings['max_steps']) if noise is None else budget
     level = occupancy_lib.sample_level(
         evaluate, lambda x: field(x)[0], origins, directions, near, far,
-        self.grid, self._scene_bound(), settings['max_steps'],
-        num_rays * per_ray, settings['prune_samples_per_ray'],
+        self.grid, self._scene_bound(), settings['max_steps'], budget,
+        settings['prune_samples_per_ray'],
         settings['min_alpha'], None if noise is None else noise[:, :1])
     level['points'] = jax.lax.stop_gradient(level['points'] /
                                             self._scene_bound())
@@ -212,9 +212,8 @@ class ConditionalNeRF(nn.Module):
 
   def _head(self, fn, level, directions, codes):
     """`fn(feature, directions, codes, points, normals)` on a level's
-    samples. On a packed level it runs on the packed samples (each one a
-    ray of one sample) and every output is put back in place, so the
-    result is f32[num_rays, num_samples, ...] either way."""
+    samples (on a packed level each is a ray of one sample, and the outputs
+    are put back in place): f32[num_rays, num_samples, ...]."""
     pack = level.get('pack')
     if pack is None:
       return fn(level['feature'], directions, codes, level['points'],
@@ -384,16 +383,17 @@ def check_occupancy(cfg):
   if unknown:
     raise errors.ConfigError(f'Unknown model.occupancy keys {unknown}; '
                              f'valid: {sorted(OCCUPANCY)}.')
-  alpha = settings.pop('min_alpha')
+  alpha = settings['min_alpha']
   if not (isinstance(alpha, (int, float)) and 0.0 <= alpha < 1.0):
     raise errors.ConfigError(f'model.occupancy.min_alpha={alpha!r} must be '
                              'in [0, 1).')
   for name, value in settings.items():
     least = 0 if name in ('prune_samples_per_ray', 'warmup_steps') else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    if name != 'min_alpha' and (isinstance(value, bool) or
+                                not isinstance(value, int) or value < least):
       raise errors.ConfigError(
           f'model.occupancy.{name}={value!r} must be an integer >= {least}.')
-  return dict(OCCUPANCY, **dict(cfg.get('occupancy') or {}))
+  return settings
 
 
 def build_model(model_name, model_cfg, background):

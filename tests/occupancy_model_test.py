@@ -106,6 +106,11 @@ class SamplerTest(absltest.TestCase):
     for name in ('rgb', 'depth', 'acc'):
       np.testing.assert_allclose(got[name], want[name], atol=1e-5,
                                  err_msg=name)
+    # One ray per device (4 samples of budget by the setting): a render's
+    # budget still holds a whole ray, as `render_codes`' small chunks need.
+    tiny = small.render(state, jax.tree.map(lambda x: x[:8], flat), chunk=2)
+    np.testing.assert_allclose(tiny['rgb'], want['rgb'].reshape(-1, 3)[:8],
+                               atol=1e-5)
 
   @scenes.needs_devices(8)
   def test_the_grid_trains_the_same_on_one_and_eight_devices(self):

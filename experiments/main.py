@@ -90,6 +90,7 @@ def main(argv):
   elif _MODE.value == 'edit':
     out_dir = operations.run(config, workdir)
     print(f'Edit {config.edit.operation!r} written to {out_dir}')
+    _print_viewer_command(workdir)
     return
   else:
     print(f'Wrote {eval_lib.render_path(config, workdir)}')
@@ -99,6 +100,15 @@ def main(argv):
       print(f'{workdir}/{name}: {image_metrics.summary(result)}.')
     else:
       print(f'{workdir}/{name}: written.')
+  if _MODE.value == 'train':
+    _print_viewer_command(workdir)
+
+
+def _print_viewer_command(workdir):
+  """Says how to look at the run in a browser (process 0 only)."""
+  if jax.process_index() == 0:
+    print(f'View it in a browser: python -m experiments.view '
+          f'--workdir={workdir}')
 
 
 if __name__ == '__main__':

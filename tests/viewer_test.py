@@ -18,11 +18,13 @@ from condnerf.data import sampler as sampler_lib
 from experiments import view
 
 
-def train_small(workdir, steps=600):
+def train_small(workdir, steps=600, head=None):
   """The tiny shaded palette demo (`configs/demo.py:small`), trained
-  `steps` steps so its palette has settled enough to edit."""
+  `steps` steps so its palette has settled enough to edit; `head` updates
+  `config.model.head`."""
   config = demo_config.get_config('small')
   config.train.steps = steps
+  config.model.head.update(head or {})
   config.data.path = runs.ensure_chair_scene(
       os.path.join(workdir, 'data'), seed=config.seed,
       **config.data.procedural.to_dict())
@@ -216,7 +218,36 @@ class ViewerRunTest(absltest.TestCase):
     self.assertEqual(len(calls), 2)
 
 
+def free_port():
+  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    probe.bind(('127.0.0.1', 0))
+    return probe.getsockname()[1]
+
+
 class ViewerErrorsTest(absltest.TestCase):
+
+  def test_latent_head_shows_no_palette_or_light_controls(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      trained = train_small(os.path.join(tmp, 'run'), steps=10,
+                            head={'kind': 'mlp', 'shading': 'none'})
+      self.assertEqual(viewer.outputs(trained.experiment),
+                       viewer.BASE_OUTPUTS)
+      served = view.Viewer(os.path.join(tmp, 'run'), port=free_port(),
+                           height=8, preview_height=4)
+      try:
+        self.assertEqual(served.entries, [])
+        self.assertIsNone(served.light)
+        self.assertEqual(tuple(served.output_menu.options),
+                         viewer.BASE_OUTPUTS)
+        # A code name that is not plain is refused; nothing is written.
+        for name in ('../up', 'a/b', ' '):
+          with self.assertRaisesRegex(Exception, 'not a plain name'):
+            served.save_code(name)
+        self.assertFalse(os.path.exists(os.path.join(tmp, 'run', 'edit')))
+        self.assertIn("Saved code 'plain_1'", served.save_code('plain_1'))
+        self.assertIn('bank: plain_1', served.code_menu.options)
+      finally:
+        served.stop()
 
   def test_port_in_use_names_it_and_another(self):
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
@@ -230,13 +261,10 @@ class ViewerErrorsTest(absltest.TestCase):
       view.check_port('127.0.0.1', 70000)
 
   def test_workdir_without_checkpoint(self):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-      probe.bind(('127.0.0.1', 0))
-      port = probe.getsockname()[1]
     with tempfile.TemporaryDirectory() as tmp:
       with self.assertRaisesRegex(experiment_lib.NoCheckpointError,
                                   'No checkpoint in .*train the run first'):
-        view.Viewer(tmp, port=port)
+        view.Viewer(tmp, port=free_port())
 
 
 if __name__ == '__main__':

@@ -172,6 +172,17 @@ class ViewerBrowserTest(absltest.TestCase):
       saved = codes_lib.load_bank(bank)['viewer_code']
       for key, value in self.viewer.look.code.items():
         np.testing.assert_allclose(saved[key], value, err_msg=key)
+
+      # And the view, as a PNG in the run folder: the frame on screen.
+      page.get_by_role('button', name='Save view as PNG').click()
+      png = os.path.join(self.workdir, 'view', 'view_000.png')
+      deadline = time.perf_counter() + 30.0
+      while time.perf_counter() < deadline and not os.path.exists(png):
+        time.sleep(0.1)
+      written = images.load_png(png)[..., :3]
+      shown = session.wait_for(session.latest)
+      self.assertEqual(written.shape, shown.image.shape)
+      np.testing.assert_allclose(written, shown.image, atol=1.5 / 255)
     finally:
       page.close()
 

@@ -42,8 +42,13 @@ lego suite: trains --config on --data with a budget of --minutes of training
 time (`train.minutes`, so the learning rate decays over it) and evaluates
 PSNR/SSIM over --eval_images evenly spaced test views at --points times
 evenly spaced on that clock (evaluation is not counted), giving
-`curve: [{minutes, step, psnr, ssim}]` and a PNG of PSNR against minutes next
-to --out (`<out without .json>.png`, else bench_curve.png in the cwd).
+`curve: [{minutes, step, psnr, ssim, samples_per_ray, train_rays_per_s,
+field_evals_per_s}]` and a PNG of PSNR against minutes next to --out
+(`<out without .json>.png`, else bench_curve.png in the cwd). With
+--reference=CONFIG that config trains first, in the same process, under
+`reference`, and `ratios` compares the two (`bench_lego`):
+  python -m experiments.bench --suite=lego --data=../shared/data/lego \
+      --config=occupancy --reference=fast --minutes=10
 real suite: fern, statue_of_liberty and ethiopian_head under --data_root,
 each trained with its experiment config for --minutes like the lego suite,
 plus the statue's NeRF-W half-image PSNR at each point, and renders
@@ -75,6 +80,7 @@ from condnerf.data import sampler as sampler_lib
 from condnerf.data import variants
 from condnerf.edit import methods as methods_lib
 from condnerf.edit import scribbles
+from experiments import bench_lego
 from experiments import bench_lib
 from experiments import bench_real
 # pylint: enable=g-import-not-at-top,wrong-import-position
@@ -85,6 +91,9 @@ _CONFIGS = flags.DEFINE_list('configs', ['nerf', 'fast'],
                              'quick/full: configs to benchmark.')
 _CONFIG = flags.DEFINE_enum('config', 'fast', list(bench_lib.CONFIG_ARGS),
                             'lego: the config to train.')
+_REFERENCE = flags.DEFINE_enum(
+    'reference', '', [''] + list(bench_lib.CONFIG_ARGS),
+    'lego: a config trained first in the same process, for ratios.')
 _DATA = flags.DEFINE_string(
     'data', '', 'Blender-format scene folder (required by --suite=lego); '
     'quick/full train on it instead of the procedural chair.')
@@ -359,43 +368,12 @@ def run_throughput(suite):
 
 
 def run_lego():
-  """Trains one config for --minutes and records the PSNR/SSIM curve."""
-  sizes = settings_for('lego')
-  name = _CONFIG.value
-  # The budget is the run's own `train.minutes`: the learning rate decays
-  # over it, as with `experiments.main --config.train.minutes=M`.
-  overrides = {'train.minutes': _MINUTES.value}
-  overrides.update(bench_lib.parse_overrides(_OVERRIDE.value))
-  config, applied = bench_lib.make_config(name, _DATA.value, '',
-                                          sizes['batch_size'], overrides)
-  trainer = bench_lib.Trainer(experiment_lib.build_experiment(config), _SEED.value)
-  frames = trainer.exp.scene.test
-  count = max(1, min(_EVAL_IMAGES.value, len(frames)))
-  views = np.unique(np.linspace(0, len(frames) - 1, count).round()).astype(
-      int)
-  logging.info('lego: %s for %.1f min, %d evaluations of %d views.', name,
-               _MINUTES.value, _POINTS.value, len(views))
-  curve, step_times = bench_lib.train_curve(trainer, views, _MINUTES.value,
-                                            max(1, _POINTS.value))
-  out = _OUT.value
-  plot = os.path.splitext(out)[0] + '.png' if out else 'bench_curve.png'
-  bench_lib.plot_curve(curve, plot,
-                       f'{name} on {os.path.basename(_DATA.value)}')
-  step_ms = rays_per_s = None
-  if step_times:
-    step_ms = 1e3 * float(np.median(step_times))
-    rays_per_s = 1e3 * trainer.batch_size / step_ms
-  return {
-      'suite': 'lego', 'env': bench_lib.environment(), 'config': name,
-      'config_file': bench_lib.config_file(name),
-      'overrides': applied, 'data': _DATA.value, 'minutes': _MINUTES.value,
-      'eval_views': views.tolist(), 'batch_size': trainer.batch_size,
-      'compile_seconds': trainer.compile_seconds,
-      'train_step_ms': step_ms, 'train_rays_per_s': rays_per_s,
-      'curve': curve, 'plot': os.path.abspath(plot),
-      'peak_rss_mb': bench_lib.peak_rss_mb(),
-      'peak_device_mb': bench_lib.peak_device_mb(),
-  }
+  """Trains --config (after --reference) for --minutes: `bench_lego`."""
+  return bench_lego.run(
+      _CONFIG.value, _DATA.value, _MINUTES.value, _POINTS.value,
+      _EVAL_IMAGES.value, _SEED.value, settings_for('lego')['batch_size'],
+      bench_lib.parse_overrides(_OVERRIDE.value), _OUT.value,
+      reference=_REFERENCE.value)
 
 
 def run_real():

@@ -219,6 +219,16 @@ def plot_curve(curve, path, title):
   plt.close(fig)
 
 
+def samples_per_ray(trainer):
+  """Field samples per ray of the last step: the occupancy sampler's
+  packed samples over the batch's rays (its `samples_per_ray` metric), else
+  the samples every level draws (`sum(model.num_samples)`)."""
+  metrics = trainer.metrics
+  if metrics is not None and 'samples_per_ray' in metrics:
+    return float(jax.device_get(metrics['samples_per_ray']))
+  return float(sum(trainer.exp.config.model.num_samples))
+
+
 def train_curve(trainer, views, minutes, points, score=None):
   """Trains within the run's budget, scoring `views` at `points` times.
 
@@ -231,20 +241,32 @@ def train_curve(trainer, views, minutes, points, score=None):
     score: optional function of the trainer returning a dict of further
       figures for each point (e.g. the statue's NeRF-W half-image PSNR).
   Returns:
-    (curve: list of {minutes, step, psnr, ssim}, per-step seconds).
+    (curve: list of {minutes, step, psnr, ssim, samples_per_ray,
+    train_rays_per_s, field_evals_per_s}, per-step seconds). The rates are
+    over the training time since the previous point; samples_per_ray is
+    the last step's (`samples_per_ray`).
   """
   budget = 60.0 * minutes
   curve, step_times = [], []
+  last_step, last_clock = trainer.step, trainer.clock.shared
   for k in range(1, points + 1):
     step_times += trainer.run(trainer.exp.config.train.steps - trainer.step,
                               until_seconds=budget * k / points)
     trainer.loss()
     psnr, ssim = evaluate_views(trainer, views)
+    seconds = max(1e-9, trainer.clock.shared - last_clock)
+    rays_per_s = (trainer.step - last_step) * trainer.batch_size / seconds
+    per_ray = samples_per_ray(trainer)
+    last_step, last_clock = trainer.step, trainer.clock.shared
     clock = trainer.clock.shared / 60.0
     curve.append({'minutes': clock, 'step': trainer.step, 'psnr': psnr,
-                  'ssim': ssim, **(score(trainer) if score else {})})
-    logging.info('curve: %.2f min, step %d: PSNR %.2f, SSIM %.4f.', clock,
-                 trainer.step, psnr, ssim)
+                  'ssim': ssim, 'samples_per_ray': per_ray,
+                  'train_rays_per_s': rays_per_s,
+                  'field_evals_per_s': per_ray * rays_per_s,
+                  **(score(trainer) if score else {})})
+    logging.info('curve: %.2f min, step %d: PSNR %.2f, SSIM %.4f, %.1f '
+                 'samples/ray, %.0f rays/s.', clock, trainer.step, psnr,
+                 ssim, per_ray, rays_per_s)
     if trainer.clock.done(trainer.step):
       break
   return curve, step_times

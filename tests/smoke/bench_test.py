@@ -128,6 +128,42 @@ class BenchTest(absltest.TestCase):
       self.assertBetween(point['psnr'], 0.0, 100.0)
     self.assertLess(curve[0]['step'], curve[1]['step'])
 
+  def test_lego_suite_compares_occupancy_with_a_reference(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      data = os.path.join(tmp, 'chair')
+      chair_files.write_chair_dataset(data, resolution=16, num_train=4,
+                                     num_val=1, num_test=2, seed=0)
+      out = os.path.join(tmp, 'occ.json')
+      proc = run_bench('--suite=lego', f'--data={data}', '--minutes=0.05',
+                       '--points=1', '--eval_images=1', '--batch_size=64',
+                       '--config=occupancy', '--reference=fast',
+                       '--override=model.num_samples=(8, 8)',
+                       '--override=model.occupancy.resolution=32',
+                       '--override=model.occupancy.max_steps=128',
+                       f'--out={out}')
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+      result = json.loads(proc.stdout)
+      for name in ('occ.png', 'occ_fast.png'):
+        self.assertTrue(os.path.exists(os.path.join(tmp, name)), name)
+    self.assertEqual(result['config'], 'occupancy')
+    ref = result['reference']
+    self.assertEqual(ref['config'], 'fast')
+    # The reference draws 8 + 8 samples per ray; occupancy packs its own.
+    self.assertEqual(ref['curve'][-1]['samples_per_ray'], 16.0)
+    for run in (result, ref):
+      point = run['curve'][-1]
+      self.assertPositive(point['samples_per_ray'], run['config'])
+      self.assertAlmostEqual(point['field_evals_per_s'],
+                             point['samples_per_ray'] *
+                             point['train_rays_per_s'], places=3)
+    ratios = result['ratios']
+    self.assertAlmostEqual(ratios['train_rays_per_s'],
+                           result['train_rays_per_s'] /
+                           ref['train_rays_per_s'])
+    self.assertAlmostEqual(ratios['psnr_db_difference'],
+                           result['curve'][-1]['psnr'] -
+                           ref['curve'][-1]['psnr'])
+
   def test_lego_suite_without_data_fails_clearly(self):
     proc = run_bench('--suite=lego', '--minutes=0.01')
     self.assertNotEqual(proc.returncode, 0)

@@ -48,6 +48,8 @@ class Experiment:
     mesh: the ('data',) mesh over all devices.
     init_state: key -> replicated `TrainState` (jitted).
     train_step: from `make_train_step`.
+    train_steps: from `make_train_step(..., steps_per_call=K)` when
+      `train.steps_per_call` K > 1 (K steps per call), else None.
     render_step: from `inference.make_render_step`.
     codes_render_step: from `inference.make_codes_render_step` (one render
       of the same rays under a whole table of codes).
@@ -61,6 +63,7 @@ class Experiment:
   train_step: Callable
   render_step: Callable
   codes_render_step: Callable
+  train_steps: Callable | None = None
   _steps: dict = dataclasses.field(default_factory=dict, repr=False)
 
   def cached_step(self, name, build):
@@ -169,12 +172,15 @@ def build_experiment(config, scene=None, mesh=None):
   loss_fn = losses.make_loss_fn(
       model, losses.LossWeights.from_config(config, light is not None),
       config.train.steps, None if light is None else jnp.asarray(light))
-  train_step = train_step_lib.make_train_step(
+  steps = {k: train_step_lib.make_train_step(
       model, optimizer, mesh, loss_fn, config.train.randomized,
-      config.train.random_background)
+      config.train.random_background, steps_per_call=k)
+           for k in {1, config.train.get('steps_per_call', 1)}}
+  per_call = config.train.get('steps_per_call', 1)
   return Experiment(config=config, scene=scene, model=model,
                     optimizer=optimizer, mesh=mesh, init_state=init_state,
-                    train_step=train_step,
+                    train_step=steps[1],
+                    train_steps=steps[per_call] if per_call > 1 else None,
                     render_step=inference.make_render_step(model, mesh),
                     codes_render_step=inference.make_codes_render_step(
                         model, mesh))
@@ -260,6 +266,16 @@ def check_config(config):
       raise errors.ConfigError(
           f'train.{key}={config.train[key]} must be >= {minimum}'
           + ('.' if minimum else ' (0 = never).'))
+  per_call = config.train.get('steps_per_call', 1)
+  bad = [f'{key}={config.train[key]}' for key in
+         ('log_every', 'checkpoint_every', 'val_every')
+         if config.train[key] % max(1, per_call)]
+  if per_call < 1 or bad:
+    raise errors.ConfigError(
+        f'train.steps_per_call={per_call} must be >= 1 and divide every '
+        f"periodic action's interval (train.{', train.'.join(bad)} do "
+        'not), so that logs, checkpoints and validations land between '
+        'calls.')
   if config.data.get('holdout', 1) < 1:
     raise errors.ConfigError(
         f'data.holdout={config.data.holdout} must be >= 1 (every holdout-th '

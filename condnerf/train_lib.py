@@ -66,6 +66,7 @@ class StepRunner:
     """
     self.exp, self.train_key, self.step = exp, train_key, start
     self.step_fn = exp.train_step if step_fn is None else step_fn
+    self._own_step = step_fn is None  # a given step_fn takes every step.
     self.prefetch = prefetch
     self.sampler = sampler_lib.RaySampler(
         exp.scene.train, exp.config.train.batch_size,
@@ -84,21 +85,47 @@ class StepRunner:
       self._next = jax.block_until_ready(self.batch(self.step))
     return self._next
 
-  def __call__(self, state, progress=None):
-    """Takes step `self.step`; returns (state, metrics) once it is done.
+  def call_size(self):
+    """Steps the next call takes: `train.steps_per_call` K from a multiple
+    of K with K steps left (so the periodic actions, at multiples of K,
+    land between calls), else 1 (a run resumed off a multiple, the last
+    steps)."""
+    k = self.exp.config.train.get('steps_per_call', 1)
+    if (k > 1 and self._own_step and self.exp.train_steps is not None
+        and self.step % k == 0
+        and self.step + k <= self.exp.config.train.steps):
+      return k
+    return 1
 
-    Only one step is ever in flight: queuing many steps of a multi-device
+  def __call__(self, state, progress=None):
+    """Takes step `self.step` (or `call_size()` steps from it in one call);
+    returns (state, metrics) once they are done; `progress` is the budget's
+    share used, for every step of the call.
+
+    Only one call is ever in flight: queuing many steps of a multi-device
     program can deadlock XLA:CPU's collectives (devices share one thread
     pool), and the wait costs nothing once the next batch is ready.
     """
-    batch = self._next if self._next is not None else self.batch(self.step)
-    state, metrics = self.step_fn(
-        state, batch, jax.random.fold_in(self.train_key, self.step), progress)
-    self._next = None
-    if self.prefetch and self.step + 1 < self.exp.config.train.steps:
+    count = self.call_size()
+    if count > 1:
+      batches = tuple(self.batch(self.step + i) for i in range(count))
+      keys = tuple(jax.random.fold_in(self.train_key, self.step + i)
+                   for i in range(count))
+      state, metrics = self.exp.train_steps(
+          state, batches, keys,
+          None if progress is None else (progress,) * count)
+      self._next = None
+    else:
+      batch = self._next if self._next is not None else self.batch(self.step)
+      state, metrics = self.step_fn(
+          state, batch, jax.random.fold_in(self.train_key, self.step),
+          progress)
+      self._next = None
+    if (self.prefetch and self.step + count < self.exp.config.train.steps
+        and count == 1):
       self._next = self.batch(self.step + 1)
     jax.block_until_ready((state, metrics) if not self.prefetch else metrics)
-    self.step += 1
+    self.step += count
     return state, metrics
 
 

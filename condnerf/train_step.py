@@ -76,7 +76,7 @@ def create_train_state(model, optimizer, key, num_codes, code_dim,
 
 
 def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
-                    random_background=False):
+                    random_background=False, steps_per_call=1):
   """Jitted `train_step(state, batch, key, progress=None) -> (state, metrics)`.
 
   The batch is split over the mesh; each device computes gradients of its
@@ -92,6 +92,11 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
     randomized: jitter the samples (training); False is deterministic.
     random_background: compare each ray on a uniformly random background
       color (needs `batch.alpha`; see `make_loss_fn`).
+    steps_per_call: K > 1 gives `train_steps(state, batches, keys,
+      progress=None)` instead: K steps unrolled in one program, `batches`
+      and `keys` tuples of K (and `progress` one of K or None), the same
+      updates as K calls of the one-step function, and metrics averaged
+      over the K steps.
   Returns:
     The jitted step. `progress` is None (the learning rate follows the step
     count) or f32[], the fraction of a wall-clock budget used (see
@@ -137,7 +142,18 @@ def make_train_step(model, optimizer, mesh, loss_fn, randomized=True,
       progress = jnp.asarray(progress, jnp.float32)
     return mapped(state, batch, noise, background, progress)
 
-  return jax.jit(train_step, donate_argnums=0)
+  if steps_per_call == 1:
+    return jax.jit(train_step, donate_argnums=0)
+
+  def train_steps(state, batches, keys, progress=None):
+    every = []
+    for i in range(steps_per_call):
+      state, metrics = train_step(state, batches[i], keys[i],
+                                  None if progress is None else progress[i])
+      every.append(metrics)
+    return state, jax.tree.map(lambda *xs: jnp.mean(jnp.stack(xs)), *every)
+
+  return jax.jit(train_steps, donate_argnums=0)
 
 
 def update_grid(model, params, key, step):

@@ -177,6 +177,51 @@ class StepRunnerTest(absltest.TestCase):
         chex.assert_trees_all_equal(params, jax.device_get(manual.params))
 
 
+  def test_steps_per_call_takes_the_steps_single_calls_take(self):
+    config = tiny_config()
+    config.train.update(steps=5, steps_per_call=2, log_every=2,
+                        checkpoint_every=4, val_every=0)
+    exp = experiment_lib.build_experiment(config, scene=scenes.tiny_scene(),
+                                          mesh=scenes.small_mesh())
+    init_key, train_key = jax.random.split(jax.random.key(config.seed))
+    sampler = sampler_lib.RaySampler(exp.scene.train, 64, config.seed)
+    manual = exp.init_state(init_key)
+    for step in range(5):
+      manual, _ = exp.train_step(
+          manual, parallel.shard_batch(sampler.batch(step), exp.mesh),
+          jax.random.fold_in(train_key, step))
+    for start in (0, 1):  # from a multiple of 2, and resumed off one.
+      with self.subTest(start=start):
+        state = exp.init_state(init_key)
+        # A step_fn of its own takes one step per call.
+        runner = train_lib.StepRunner(exp, train_key, step_fn=exp.train_step)
+        while runner.step < start:
+          state, _ = runner(state)
+        runner = train_lib.StepRunner(exp, train_key, start=start)
+        sizes = []
+        while runner.step < 5:
+          sizes.append(runner.call_size())
+          state, metrics = runner(state)
+        # Two steps per call where aligned with two left; single otherwise.
+        self.assertEqual(sizes, [2, 2, 1] if start == 0 else [1, 2, 1])
+        self.assertEqual(int(jax.device_get(state.step)), 5)
+        self.assertTrue(np.isfinite(float(metrics['loss'])))
+        chex.assert_trees_all_close(jax.device_get(state.params),
+                                    jax.device_get(manual.params),
+                                    atol=1e-6, rtol=1e-5)
+
+  def test_steps_per_call_must_divide_the_periodic_actions(self):
+    config = tiny_config()
+    config.train.update(steps_per_call=3, log_every=4, checkpoint_every=6,
+                        val_every=0)
+    with self.assertRaisesRegex(errors.ConfigError,
+                                r'steps_per_call=3 .*train.log_every=4'):
+      experiment_lib.check_config(config)
+    config.train.steps_per_call = 0
+    with self.assertRaisesRegex(errors.ConfigError, 'must be >= 1'):
+      experiment_lib.check_config(config)
+
+
 class LoopTest(absltest.TestCase):
   """train_and_evaluate: resume equivalence, divergence, outputs."""
 
@@ -235,6 +280,22 @@ class LoopTest(absltest.TestCase):
       lines = [json.loads(line) for line in f]
     self.assertEqual([r['step'] for r in lines if r['split'] == 'train'],
                      list(range(1, 2 * n + 1)))
+
+  def test_steps_per_call_logs_and_checkpoints_between_calls(self):
+    config = self._config(6)
+    config.train.update(steps_per_call=2, log_every=2, checkpoint_every=4)
+    train_lib.train_and_evaluate(config, self.workdir,
+                                 experiment_lib.build_experiment(
+                                     config, scene=self.scene,
+                                     mesh=scenes.small_mesh()))
+    with open(os.path.join(self.workdir, 'metrics.jsonl')) as f:
+      lines = [json.loads(line) for line in f]
+    self.assertEqual([r['step'] for r in lines if r['split'] == 'train'],
+                     [2, 4, 6])
+    steps = sorted(int(name) for name in os.listdir(
+        os.path.join(self.workdir, 'checkpoints')) if name.isdigit())
+    self.assertEqual(steps, [4, 6])
+    self.assertEqual(int(self._params(self.workdir, config).step), 6)
 
   def test_time_budget_stops_early_and_is_resumed(self):
     config = self._config(1000)

@@ -158,6 +158,11 @@ def get_config(arg=None):
       # the density field's normals (Ref-NeRF's predicted-normal loss).
       normal_weight=0.0,
       log_every=100,
+      # Training steps per jitted call (unrolled, the state donated), so a
+      # small batch on an accelerator is not bound by dispatch; it must
+      # divide log_every, checkpoint_every and val_every. 1 on CPUs, where
+      # dispatch is cheap next to a step.
+      steps_per_call=1,
       checkpoint_every=2000,
       keep_checkpoints=3,
       val_every=2000,  # render one validation view every N steps (0 = off).

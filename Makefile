@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
+# Extra flags for experiments.demo, e.g. make demo DEMO_FLAGS=--config.seed=1
+DEMO_FLAGS :=
 
 .PHONY: install demo demo-seeds test test-quick accel-check clean
 
@@ -16,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m experiments.demo --workdir=$(DEMO)
+	$(PY) -m experiments.demo --workdir=$(DEMO) $(DEMO_FLAGS)
 
 # The demo for seeds 0, 1 and 2 (about 30 minutes): every figure as
 # mean ± std against its bar in runs/demo_seeds/summary.md.

@@ -91,7 +91,7 @@ def parse_flags(argv):
 
   The config is locked, so an override must name an existing field, except
   under `evals`: `--config.evals.NAME.type=...` with its arguments adds the
-  evaluator `evals.NAME` (the README's way to add one).
+  evaluator `evals.NAME` (docs/command_line.md's way to add one).
   """
   try:
     evals = [a for a in argv[1:] if _EVAL_OVERRIDE.fullmatch(a)]

@@ -5,8 +5,9 @@ Runs `experiments.demo` once per seed (`--config.seed=S`: the scene's looks,
 the model's start and the batches; the edit benchmark's targets and pixels
 keep `edit.seed`), each in its own process and folder `OUT/seed_S/`, then
 writes `OUT/summary.json` and `OUT/summary.md`: per figure the per-seed
-values, mean and standard deviation, and where the README sets a bar
-(`demo_summary.BARS`), whether mean minus one standard deviation clears it.
+values, mean and standard deviation, and where README.md's headline figures
+set a bar (`demo_summary.BARS`), whether mean minus one standard deviation
+clears it.
 A seed whose folder already holds a finished report is not run again
 (`--rerun` runs it anyway), so an interrupted sweep resumes.
 `--override=SECTION.KEY=VALUE` (repeatable) is passed to every run as

@@ -3,7 +3,8 @@ the summary table (`experiments.demo_seeds` runs the seeds).
 
 `figures` reads one run's eval metrics and edit report, `summarize` takes
 mean ± std over seeds and holds mean minus one standard deviation against
-each bar of `BARS`, `markdown` writes the table the README quotes.
+each bar of `BARS`, `markdown` writes the table (`summary.md`) that
+README.md's headline figures and docs/editing.md's edit benchmark quote.
 """
 
 import numpy as np

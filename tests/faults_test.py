@@ -183,7 +183,7 @@ class FaultMatrixTest(absltest.TestCase):
       counts[row[3]] = counts.get(row[3], 0) + 1
     logging.info('Fault matrix: %d cases, %s.', len(cls.results), counts)
     table = os.environ.get('CONDNERF_FAULT_TABLE')
-    if table:  # file | damage | mode | outcome, for notes and the README.
+    if table:  # file | damage | mode | outcome, for notes and docs/run_folder.md.
       with open(table, 'w') as f:
         f.write('| file | damage | mode | outcome |\n|---|---|---|---|\n')
         for row in cls.results:

@@ -52,8 +52,8 @@ def get_config(arg=None):
                                 num_test=16, num_appearances=8, supersample=3,
                                 materials=True, light_cone=45.0)
   config.model.head.kind = 'palette'
-  # Light codes: shading by the SH light at the normal (README, "The model
-  # contract"; one demo run each, 8 looks, lights from a cone):
+  # Light codes: shading by the SH light at the normal (docs/model.md, "The
+  # model contract"; one demo run each, 8 looks, lights from a cone):
   #  - the density field's normals: the gradient of the hash grid shaded
   #    the boxes with speckles (25.6 dB test PSNR);
   #  - predicted normals, normal_weight 1e-3: 29.6 dB, but the free light
@@ -69,10 +69,10 @@ def get_config(arg=None):
   config.codes.light_prior_weight = 0.1
   # Sharper, faster-moving palette weights: at the default scale 1 the legs
   # shared the back's entry (2 of 6 entries used, 29.4 dB test PSNR); at 8
-  # each of the four parts took its own entry (31.0 dB; README).
+  # each of the four parts took its own entry (31.0 dB; docs/model.md).
   config.model.head.weight_logit_scale = 8.0
   # Even use of the palette for the first half, then sharpening: each part
-  # settles on its own entry (see README, "The model contract").
+  # settles on its own entry (see docs/model.md, "The model contract").
   config.train.update(residual_weight=10.0, palette_usage_weight=0.1,
                       palette_usage_until=0.5, palette_entropy_weight=0.05,
                       palette_entropy_from=0.5)

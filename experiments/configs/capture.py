@@ -5,9 +5,9 @@ COLMAP converted), one code per photo unless frames carry appearance ids.
       --config.data.path=CAPTURE_FOLDER --workdir=runs/capture
 The loader normalizes the cameras (mean center at the origin, the farthest
 at distance 1), honors OpenCV lens distortion, and holds out every 8th
-frame without a "split" key as a test view (README, "Bring your own
-capture"). Variants: `fast` (hash grid + proposal sampler, lego's tuned
-settings, a 10-minute budget), `runlocal`.
+frame without a "split" key as a test view (docs/captures.md, "Bring
+your own capture"). Variants: `fast` (hash grid + proposal sampler, lego's
+tuned settings, a 10-minute budget), `runlocal`.
 """
 
 from experiments.configs import llff

@@ -101,7 +101,7 @@ class CliTest(absltest.TestCase):
                           "head, and this run has model.head.kind='mlp'")
 
   def test_an_evaluator_added_from_the_command_line(self):
-    # The README's way: --config.evals.NAME.type=... with its arguments.
+    # docs/command_line.md's way: --config.evals.NAME.type=... with its arguments.
     workdir = os.path.join(self.tmp.name, 'evals')
     run_main(*self.config, f'--workdir={workdir}',
              '--config.evals.val_metrics.type=image_metrics',

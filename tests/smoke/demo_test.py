@@ -1,10 +1,13 @@
 """The main job (`experiments.demo`) end to end on the tiny demo: it trains
-a fixed number of steps, and the seeds command runs and summarizes runs as
-mean ± std against the bars."""
+a fixed number of steps, README.md's `make demo` writes what the README
+lists, and the seeds command runs and summarizes runs as mean ± std against
+the bars."""
 
+import glob
 import json
 import os
-import shutil
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -13,10 +16,13 @@ from absl.testing import absltest
 
 from condnerf.configs import common
 from experiments import demo_summary
+from tests import markdown
 from tests.smoke import cli_test
 
 CONFIG = 'experiments/configs/demo.py:runlocal'
 ONE_METHOD = "evals.edit.methods=('palette',)"
+
+
 def _run(*args):
   proc = subprocess.run([sys.executable, '-m', *args], cwd=cli_test.REPO,
                         env=cli_test.env(), capture_output=True, text=True,
@@ -24,6 +30,40 @@ def _run(*args):
   if proc.returncode:
     raise AssertionError(f'{args} failed:\n{proc.stderr[-3000:]}')
   return proc
+
+
+def make_demo(workdir, *flags):
+  """README.md's `make demo`, as its opening block quotes it, into `workdir`
+  with `flags` for experiments.demo (the Makefile's DEMO and DEMO_FLAGS).
+  `-o install` skips the install step and PY is this interpreter: the test
+  already runs in the installed environment."""
+  command = shlex.split(markdown.opening_command('make demo'))
+  proc = subprocess.run(
+      [*command, '-o', 'install', f'PY={sys.executable}', f'DEMO={workdir}',
+       f'DEMO_FLAGS={shlex.join(flags)}'],
+      cwd=cli_test.REPO, env=cli_test.env(), capture_output=True, text=True,
+      timeout=900, check=False)
+  if proc.returncode:
+    raise AssertionError(f'{command} failed:\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def readme_outputs():
+  """The paths README.md says `make demo` writes under runs/demo/, as glob
+  patterns relative to the run folder."""
+  patterns = []
+  for _, body in markdown.fenced_blocks(markdown.read(markdown.README)):
+    for line in body.splitlines():
+      if not line.startswith('runs/demo/'):
+        continue
+      column = re.split(r'\s{2,}', line.strip())[0]  # before the comment.
+      for path in column[len('runs/demo/'):].split(', '):
+        path = path.replace('NNN', '[0-9]' * 3)
+        braces = re.search(r'\{([^}]*)\}', path)
+        options = braces.group(1).split(',') if braces else ['']
+        patterns += [path.replace(braces.group(0), o) if braces else path
+                     for o in options]
+  return patterns
 
 
 class SummaryTest(absltest.TestCase):
@@ -67,9 +107,18 @@ class DemoTest(absltest.TestCase):
     with open(os.path.join(seed_0, 'edit', 'report.json')) as f:
       report = json.load(f)
     self.assertEqual(report['train_step'], 4)  # runlocal's steps.
-    # A seed whose folder holds a finished report is not run again: seed
-    # 0's folder stands in for seed 1, so the summary of two runs nothing.
-    shutil.copytree(seed_0, os.path.join(out, 'seed_1'))
+    # README.md's `make demo` with seed 0 stands in for seed 1: it writes
+    # every file the README lists, and a seed whose folder holds a finished
+    # report is not run again, so the summary of two runs nothing (and a
+    # seed gives the same figures through either command).
+    seed_1 = os.path.join(out, 'seed_1')
+    make_demo(seed_1, f'--config={CONFIG}', '--config.seed=0',
+              f'--config.{ONE_METHOD}')
+    outputs = readme_outputs()
+    self.assertIn('edit/report.json', outputs)
+    for pattern in outputs:
+      self.assertNotEqual(glob.glob(os.path.join(seed_1, pattern)), [],
+                          pattern)
     proc = _run('experiments.demo_seeds', '--seeds=0,1', f'--out={out}',
                 f'--config={CONFIG}', f'--override={ONE_METHOD}')
     self.assertNotIn('seed 0: ', proc.stdout)

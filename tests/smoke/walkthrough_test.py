@@ -1,4 +1,5 @@
-"""README's "Bring your own capture" walkthrough, run as written."""
+"""docs/captures.md's "Bring your own capture" walkthrough, run as
+written."""
 
 import os
 import subprocess
@@ -8,19 +9,16 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
+from tests import markdown
 from tests import scenes
 from tests.smoke import launch
 
-README = os.path.join(launch.REPO, 'README.md')
+GUIDE = os.path.join(launch.REPO, 'docs', 'captures.md')
 
 
 def walkthrough_script():
-  """The shell commands between the README's walkthrough markers."""
-  with open(README, encoding='utf-8') as f:
-    text = f.read()
-  block = text.split('<!-- walkthrough -->')[1].split(
-      '<!-- /walkthrough -->')[0]
-  return block.strip().strip('`').strip()
+  """The shell commands between the guide's walkthrough markers."""
+  return markdown.between_markers(GUIDE, 'walkthrough')
 
 
 class WalkthroughTest(absltest.TestCase):

@@ -1,6 +1,6 @@
 """What the browser viewer renders, with no browser: poses, looks, frames.
 
-`experiments/view.py` wires these to a viser server; everything that decides
+`experiments/viewer_server.py` wires these to a viser server; all that decides
 what a pixel shows lives here, so it is tested without a browser. Owns
   `camera_pose`, `view_rays`   a browser camera (viser's OpenCV frame) as
                                the scene's camera-to-world and its rays;

@@ -24,6 +24,7 @@ from absl import flags
 import numpy as np
 
 from experiments import view
+from experiments import viewer_server
 
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Times each action is timed.')
 _SHOTS = flags.DEFINE_string('shots', '', 'Folder for screenshots (none '
@@ -58,7 +59,7 @@ def main(argv):
              'pass --chromium=PATH.')
   port = _free_port()
   started = time.perf_counter()
-  viewer = view.Viewer(view._WORKDIR.value, port=port,  # pylint: disable=protected-access
+  viewer = viewer_server.Viewer(view._WORKDIR.value, port=port,  # pylint: disable=protected-access
                        height=view._HEIGHT.value,  # pylint: disable=protected-access
                        preview_height=view._PREVIEW.value)  # pylint: disable=protected-access
   result = {'workdir': view._WORKDIR.value, 'step': viewer.renderer.step,

@@ -24,7 +24,7 @@ from condnerf import export as export_lib
 from condnerf import runs
 from condnerf.configs import demo
 from condnerf.data import procedural
-from experiments import export as export_main
+from experiments import exporting as export_main
 
 RESOLUTION = 64  # cell 0.047: about half a training pixel (0.086 units).
 

@@ -15,7 +15,7 @@ from condnerf import runs
 from condnerf import viewer
 from condnerf.configs import demo as demo_config
 from condnerf.data import sampler as sampler_lib
-from experiments import view
+from experiments import viewer_server as view
 
 
 def train_small(workdir, steps=600, head=None):

@@ -21,7 +21,7 @@ from condnerf import images
 from condnerf import train_lib
 from condnerf import viewer
 from condnerf import workdir as workdir_lib
-from experiments import view
+from experiments import viewer_server as view
 from tests import viewer_test
 from tests.smoke import launch
 

@@ -33,6 +33,23 @@ def _wait_for(predicate, timeout, what, proc=None):
     time.sleep(0.2)
 
 
+def _logged_steps(workdir):
+  """Steps of the training rows in `workdir`/metrics.jsonl so far."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  steps = []
+  with open(path, encoding='utf-8') as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:  # a row being written right now.
+        continue
+      if row.get('split') == 'train':
+        steps.append(row['step'])
+  return steps
+
+
 def _stop(proc):
   """Kills `proc` if it still runs and closes its pipes (no ResourceWarning
   left for a later test when an assertion ended this one early)."""
@@ -118,9 +135,10 @@ class WorkdirCliTest(absltest.TestCase):
     train = self._start(workdir, '--config.train.steps=1000000',
                         '--config.train.checkpoint_every=1000000')
     try:
-      _wait_for(lambda: os.path.exists(os.path.join(workdir,
-                                                    'metrics.jsonl')),
-                180, 'training to log', train)
+      # A logged training row: the loop (and its signal handler) runs;
+      # metrics.jsonl itself is made before, during the set-up.
+      _wait_for(lambda: _logged_steps(workdir), 180, 'training to log',
+                train)
       train.send_signal(signal.SIGINT)
       _, err = train.communicate(timeout=120)
     finally:
